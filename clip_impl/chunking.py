@@ -1,0 +1,225 @@
+"""Split a parsed prompt into CLIP's 77-token chunks: [BOS] + up to 75 prompt tokens + [EOS] + padding.
+
+Two packing rules (``CHUNKINGS``):
+
+- ``comfy``: ComfyUI's ``SDTokenizer.tokenize_with_weights`` packing. Each weighted segment is
+  tokenized whole (split only before ``embedding:`` references); a group of 8 or more tokens that does
+  not fit is cut exactly at the chunk edge, a shorter one moves whole to the next chunk.
+- ``a1111``: AUTOMATIC1111's ``tokenize_line``. When a chunk is full and the next token is not a comma,
+  the tokens after the chunk's last comma move to the next chunk if that comma is at most
+  ``comma_backtrack`` tokens back (0 disables it); embeddings are never split.
+
+BREAK closes the current chunk in both (even an empty one: a leading BREAK makes an empty chunk), and a
+prompt always has at least one chunk. CLIP-L pads with EOS, OpenCLIP towers with 0 (``pad_id``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .prompt_syntax import Segment, parse_prompt
+from .tokenizer import BOS_ID, COMMA_ID, EOS_ID, ClipTokenizer, get_tokenizer
+
+CHUNKINGS = ("comfy", "a1111")
+CHUNK_LENGTH = 77
+BODY_LENGTH = CHUNK_LENGTH - 2
+COMFY_MAX_WORD_LENGTH = 8  # ComfyUI's SDTokenizer.max_word_length
+MAX_COMMA_BACKTRACK = BODY_LENGTH - 1
+_EMBEDDING_SPLIT = re.compile(r" embedding:|\nembedding:")
+
+
+@dataclass(frozen=True)
+class PromptToken:
+    """One position of a chunk body: a token id, or vector ``index`` of an embedding (``id`` is then 0)."""
+
+    id: int
+    weight: float = 1.0
+    embedding: object | None = None  # an Embedding (see embeddings.py), None for vocabulary tokens
+    index: int = 0
+
+
+@dataclass
+class TokenChunk:
+    """A chunk as the text tower sees it: 77 ids and 77 weights (1.0 on BOS, EOS and padding)."""
+
+    body: list[PromptToken] = field(default_factory=list)
+
+    def ids(self, pad_id: int = EOS_ID) -> list[int]:
+        """[BOS] + body + [EOS] + pad_id * n, 77 ids."""
+        out = [BOS_ID] + [t.id for t in self.body] + [EOS_ID]
+        return out + [pad_id] * (CHUNK_LENGTH - len(out))
+
+    def weights(self) -> list[float]:
+        """77 weights aligned with :meth:`ids`."""
+        out = [1.0] + [t.weight for t in self.body] + [1.0]
+        return out + [1.0] * (CHUNK_LENGTH - len(out))
+
+    def embeddings(self) -> list[tuple[int, PromptToken]]:
+        """(position in the 77, token) for every embedding vector in the chunk."""
+        return [(i + 1, t) for i, t in enumerate(self.body) if t.embedding is not None]
+
+    def key(self, pad_id: int = EOS_ID) -> tuple:
+        """Hashable identity of what the tower sees (ids, padding and embedding vectors; not weights)."""
+        vectors = tuple((pos, t.embedding.key, t.index) for pos, t in self.embeddings())
+        return (tuple(self.ids(pad_id)), vectors)
+
+
+def _embedding_tokens(embedding, weight: float) -> list[PromptToken]:
+    return [PromptToken(0, weight, embedding, i) for i in range(embedding.vectors.shape[0])]
+
+
+def tokenize_segments(
+    segments: list[Segment],
+    chunking: str,
+    tokenizer: ClipTokenizer,
+    resolve_embedding=None,
+) -> list[list[PromptToken] | None]:
+    """Tokenize segments into groups (``None`` marks a BREAK).
+
+    ``comfy`` splits a segment before each ``embedding:`` reference, as ComfyUI does; ``a1111`` keeps
+    each run whole. ``resolve_embedding(word, mode)`` (optional) turns references into embeddings; it
+    returns (embedding or None, leftover text) in comfy mode, or a list of PromptTokens in a1111 mode.
+    """
+    texts: list[tuple[str, float]] = []
+    order: list[object] = []
+    for seg in segments:
+        if seg.is_break:
+            order.append(None)
+            continue
+        if chunking == "comfy":
+            pieces = _EMBEDDING_SPLIT.split(seg.text)
+            pieces = pieces[:1] + ["embedding:" + p for p in pieces[1:]]
+            for piece in (p for p in pieces if p):
+                if resolve_embedding is not None and piece.startswith("embedding:"):
+                    embedding, piece = resolve_embedding(piece[len("embedding:") :], "comfy")
+                    if embedding is not None:
+                        order.append(_embedding_tokens(embedding, seg.weight))
+                        if not piece:
+                            continue
+                order.append(len(texts))
+                texts.append((piece, seg.weight))
+        else:
+            order.append(len(texts))
+            texts.append((seg.text, seg.weight))
+    ids = tokenizer.encode_batch([t for t, _ in texts])
+    groups: list[list[PromptToken] | None] = []
+    for item in order:
+        if item is None or isinstance(item, list):
+            groups.append(item)
+            continue
+        weight = texts[item][1]
+        tokens = [PromptToken(i, weight) for i in ids[item]]
+        if resolve_embedding is not None and chunking == "a1111":
+            tokens = resolve_embedding(tokens, "a1111")
+        groups.append(tokens)
+    return groups
+
+
+def pack_comfy(groups: list[list[PromptToken] | None]) -> list[TokenChunk]:
+    """ComfyUI's packing: groups of 8+ tokens split at the edge, shorter ones move whole."""
+    chunks = [TokenChunk()]
+    for group in groups:
+        if group is None:
+            chunks.append(TokenChunk())
+            continue
+        is_large = len(group) >= COMFY_MAX_WORD_LENGTH
+        rest = list(group)
+        while rest:
+            body = chunks[-1].body
+            room = BODY_LENGTH - len(body)
+            if len(rest) <= room:
+                body.extend(rest)
+                break
+            if is_large:
+                body.extend(rest[:room])
+                rest = rest[room:]
+            chunks.append(TokenChunk())
+    # Only a BREAK opens a chunk that nothing follows: a trailing BREAK adds nothing, as in A1111.
+    if len(chunks) > 1 and not chunks[-1].body:
+        chunks.pop()
+    return chunks
+
+
+def pack_a1111(groups: list[list[PromptToken] | None], comma_backtrack: int = 20) -> list[TokenChunk]:
+    """A1111's ``tokenize_line`` packing with comma backtrack (0 turns it off)."""
+    if not 0 <= comma_backtrack <= MAX_COMMA_BACKTRACK:
+        raise ValueError(f"comma_backtrack={comma_backtrack} is out of range; use 0..{MAX_COMMA_BACKTRACK}")
+    chunks: list[TokenChunk] = []
+    body: list[PromptToken] = []
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal body, last_comma
+        chunks.append(TokenChunk(body))
+        body, last_comma = [], -1
+
+    for group in groups:
+        if group is None:
+            close()
+            continue
+        pos = 0
+        while pos < len(group):
+            token = group[pos]
+            if token.embedding is None and token.id == COMMA_ID:
+                last_comma = len(body)
+            elif (
+                comma_backtrack
+                and len(body) == BODY_LENGTH
+                and last_comma != -1
+                and BODY_LENGTH - last_comma <= comma_backtrack
+            ):
+                moved = body[last_comma + 1 :]
+                body = body[: last_comma + 1]
+                close()
+                body = moved
+            if len(body) == BODY_LENGTH:
+                close()
+            if token.embedding is not None and token.index == 0:
+                size = token.embedding.vectors.shape[0]
+                if len(body) + size > BODY_LENGTH:
+                    close()
+                body.extend(group[pos : pos + size])
+                pos += size
+                continue
+            body.append(token)
+            pos += 1
+    if body or not chunks:
+        close()
+    return chunks
+
+
+def chunk_prompt(
+    text: str,
+    *,
+    syntax: str = "comfy",
+    chunking: str = "comfy",
+    comma_backtrack: int = 20,
+    tokenizer: ClipTokenizer | None = None,
+    resolve_embedding=None,
+) -> list[TokenChunk]:
+    """Parse, tokenize and pack a prompt into chunks (at least one)."""
+    if chunking not in CHUNKINGS:
+        raise ValueError(f"unknown chunking {chunking!r}; use one of {', '.join(CHUNKINGS)}")
+    tokenizer = tokenizer or get_tokenizer()
+    groups = tokenize_segments(parse_prompt(text, syntax), chunking, tokenizer, resolve_embedding)
+    if chunking == "comfy":
+        return pack_comfy(groups)
+    return pack_a1111(groups, comma_backtrack)
+
+
+def describe_chunks(chunks: list[TokenChunk], tokenizer: ClipTokenizer | None = None, words: int = 4) -> dict:
+    """The token report shared by the CLI, the web route and the node.
+
+    Returns ``{"tokens": prompt tokens (no BOS/EOS/padding/BREAK; an embedding counts its vectors),
+    "chunks": n, "chunk_tokens": [per chunk], "boundaries": [last few words of each chunk]}``.
+    """
+    tokenizer = tokenizer or get_tokenizer()
+    counts = [len(c.body) for c in chunks]
+    boundaries = []
+    for chunk in chunks:
+        tail = chunk.body[-3 * words :]
+        ids = [t.id for t in tail if t.embedding is None]
+        text = tokenizer.decode(ids).split()
+        boundaries.append(" ".join(text[-words:]))
+    return {"tokens": sum(counts), "chunks": len(chunks), "chunk_tokens": counts, "boundaries": boundaries}

@@ -1,0 +1,121 @@
+"""Model families and the CLIP-skip convention: which layer each text tower uses, and with which norm.
+
+``clip_skip`` counts layers skipped beyond the family's native layer (DESIGN 4, the diffusers
+convention): 0 is always what the model was trained with.
+
+| family | towers | native layer | final LayerNorm on the selected layer |
+| --- | --- | --- | --- |
+| SD1.x | CLIP-L | final (12) | yes |
+| SD2.x | OpenCLIP H | penultimate (23); -1 gives 24 | yes |
+| SDXL | CLIP-L + bigG | penultimate (11, 31); -1 gives the raw final layer | no |
+| SDXL refiner | bigG | penultimate (31) | no |
+
+Translations: A1111/Forge "Clip skip: N" on SD1.x = ComfyUI ``CLIPSetLastLayer`` -N = clip_skip N-1.
+SDXL: ComfyUI -N = clip_skip N-2; diffusers k = k; A1111's slider does nothing on SDXL (0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+APPLIES_TO = ("both", "clip_l", "clip_g")
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a model family uses its text towers."""
+
+    name: str  # architecture id: sd1, sd2, sdxl, sdxl_refiner, clip
+    label: str  # for messages
+    towers: tuple[str, ...]  # tower keys in conditioning channel order
+    native_from_end: int  # 0: the final layer is native; 1: the penultimate is
+    layer_norm: bool  # final LayerNorm applied to the selected layer
+    pooled_tower: str
+    project_pooled: bool  # pooled through text_projection (SD1.x conditioning keeps it raw)
+
+
+FAMILIES = {
+    "sd1": Family("sd1", "SD1.x", ("l",), 0, True, "l", False),
+    "sd2": Family("sd2", "SD2.x", ("h",), 1, True, "h", True),
+    "sdxl": Family("sdxl", "SDXL", ("l", "g"), 1, False, "g", True),
+    "sdxl_refiner": Family("sdxl_refiner", "SDXL refiner", ("g",), 1, False, "g", True),
+    # A full image-text CLIP used as a text encoder: its final, normalised layer, as SD1.x does.
+    "clip": Family("clip", "CLIP", ("l",), 0, True, "l", True),
+}
+TOWER_LABELS = {"l": "CLIP-L", "g": "CLIP-G", "h": "OpenCLIP-H"}
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The layer a tower uses (1..num_layers) and whether the final LayerNorm is applied to it."""
+
+    layer: int
+    layer_norm: bool
+    num_layers: int
+
+    @property
+    def is_raw_final(self) -> bool:
+        """The un-normalised final layer: some SDXL checkpoints ship it broken (white images)."""
+        return self.layer == self.num_layers and not self.layer_norm
+
+    def describe(self, tower: str) -> str:
+        norm = "LayerNorm" if self.layer_norm else "no LayerNorm"
+        return f"{TOWER_LABELS.get(tower, tower)} layer {self.layer}/{self.num_layers} ({norm})"
+
+
+def clip_skip_range(family: Family, tower_layers: dict[str, int], applies_to: str = "both") -> tuple[int, int]:
+    """(lowest, highest) clip_skip allowed: from -1 where native is the penultimate, up to layer 1."""
+    used = _skipped_towers(family, applies_to)
+    low = -1 if family.native_from_end >= 1 else 0
+    high = min(tower_layers[t] - family.native_from_end - 1 for t in used)
+    return low, high
+
+
+def _skipped_towers(family: Family, applies_to: str) -> tuple[str, ...]:
+    if applies_to not in APPLIES_TO:
+        raise ValueError(f"clip_skip_applies_to={applies_to!r}; use one of {', '.join(APPLIES_TO)}")
+    if applies_to == "both" or family.name != "sdxl":
+        return family.towers
+    return ("l",) if applies_to == "clip_l" else ("g",)
+
+
+def resolve_layers(
+    family: Family, tower_layers: dict[str, int], clip_skip: int, applies_to: str = "both"
+) -> dict[str, LayerChoice]:
+    """The layer per tower for ``clip_skip`` (towers outside ``applies_to`` keep their native layer)."""
+    low, high = clip_skip_range(family, tower_layers, applies_to)
+    if not low <= clip_skip <= high:
+        depth = ", ".join(f"{TOWER_LABELS[t]} {tower_layers[t]} layers" for t in family.towers)
+        raise ValueError(
+            f"clip_skip {clip_skip} is out of range for {family.label} ({depth}): use {low}..{high}. "
+            f"{translation_hint(family)}"
+        )
+    skipped = _skipped_towers(family, applies_to)
+    out = {}
+    for t in family.towers:
+        n = tower_layers[t]
+        k = clip_skip if t in skipped else 0
+        out[t] = LayerChoice(n - family.native_from_end - k, family.layer_norm, n)
+    return out
+
+
+def translation_hint(family: Family) -> str:
+    """How other tools' settings map to clip_skip for this family (for errors and tooltips)."""
+    if family.name in ("sdxl", "sdxl_refiner"):
+        return (
+            "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2 (-2 or no node = 0); "
+            "diffusers clip_skip k = k; A1111's slider does nothing on SDXL (0)."
+        )
+    if family.name == "sd2":
+        return "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2."
+    return "0 = the final layer; A1111 'Clip skip: N' = ComfyUI CLIPSetLastLayer -N = clip_skip N-1."
+
+
+def layer_warnings(choices: dict[str, LayerChoice]) -> list[str]:
+    """Warnings about a layer selection (an un-normalised final layer on SDXL)."""
+    return [
+        f"{TOWER_LABELS.get(t, t)} uses its raw final layer (no LayerNorm): some SDXL checkpoints ship a broken "
+        "final CLIP-L layer that gives white or blank images; clip_skip 0 is the native penultimate layer"
+        for t, c in choices.items()
+        if c.is_raw_final
+    ]

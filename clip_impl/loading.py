@@ -1,0 +1,225 @@
+"""Load text encoders (and, for scoring, vision towers) from the files users already have.
+
+``load_clip([file], architecture="auto")`` finds every text tower in the file(s) from key names and
+shapes (``formats.py``), decides the model family (SD1.x, SD2.x, SDXL, SDXL refiner, a full CLIP),
+reads only those towers' tensors, builds the towers on the meta device and assigns the weights.
+
+Precision (DESIGN 5): ``auto`` rounds weights to fp16 as ComfyUI stores them and computes in fp32
+(kept resident as fp32 on the CPU, which doubles their memory but skips a cast per layer and pass);
+``fp32`` keeps the file's values; ``fp16``/``bf16`` store and compute in that dtype.
+
+Loading the same file with the same settings again returns the same towers (one set of weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+import weakref
+
+import torch
+
+from .clip_skip import FAMILIES, TOWER_LABELS
+from .formats import TowerSource, find_text_towers, to_tower_state_dict, tower_keys
+from .model import ClipModel
+from .text_tower import CLIP_L, OPENCLIP_BIGG, OPENCLIP_H, TextTower
+from .weight_files import ModelFileError, WeightReader
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES = ("auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_EXPECTED = {"l": CLIP_L, "h": OPENCLIP_H, "g": OPENCLIP_BIGG}
+_ROLE_NAMES = {"l": "CLIP-L (ViT-L/14)", "h": "OpenCLIP ViT-H/14", "g": "OpenCLIP ViT-bigG/14"}
+_SHARED: "weakref.WeakValueDictionary[tuple, TextTower]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def dtypes_for(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype, bool]:
+    """(storage dtype, compute dtype, round through fp16 first) for a precision on a device."""
+    if precision == "auto":
+        storage = torch.float32 if device.type == "cpu" else torch.float16
+        return storage, torch.float32, True
+    if precision == "fp32":
+        return torch.float32, torch.float32, False
+    if precision == "fp16":
+        return torch.float16, torch.float16, False
+    if precision == "bf16":
+        return torch.bfloat16, torch.bfloat16, False
+    raise ValueError(f"precision={precision!r}; use one of {', '.join(PRECISIONS)}")
+
+
+def load_clip(
+    paths,
+    architecture: str = "auto",
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
+    with_vision: bool = False,
+) -> ClipModel:
+    """Load the text towers (and a vision tower, if present) of one or two files/folders."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+    paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    device = torch.device(device)
+    dtypes_for(precision, device)
+    readers = [WeightReader(p) for p in paths]
+    found = [(r, src) for r in readers for src in find_text_towers(r.shapes)]
+    vision = None
+    if with_vision:
+        from .vision_loading import find_vision
+
+        vision = find_vision(readers, found, precision, device)
+    if not found:
+        if vision is not None:
+            names = ", ".join(r.name for r in readers)
+            raise ModelFileError(
+                f"{names} holds a vision tower but no text encoder: pair it with the text encoder of the same "
+                "CLIP (e.g. SDXL's clip_g with a ViT-bigG clip_vision file)"
+            )
+        raise ModelFileError(_no_tower_message(readers))
+    family, assignment = _assign(found, architecture, vision is not None)
+    towers = {}
+    for role, (reader, src) in assignment.items():
+        _check_shape(reader, src, role, family.label)
+        towers[role] = _shared_tower(reader, src, role, precision, device)
+    model = ClipModel(family, towers, vision, tuple(paths), precision)
+    log.info("loaded %s from %s", model.describe(), ", ".join(paths))
+    return model
+
+
+def _no_tower_message(readers) -> str:
+    names = ", ".join(r.name for r in readers)
+    sample = ", ".join(sorted(k for r in readers for k in r.shapes)[:3])
+    return (
+        f"{names}: no CLIP text encoder found (keys start like: {sample or 'no tensors'}). "
+        "Expected an SD1.x/SD2.x/SDXL checkpoint, a clip_l/clip_g text encoder, a diffusers folder or a CLIP model"
+    )
+
+
+def _assign(found, architecture: str, has_vision: bool):
+    """Pick the family and map tower roles ("l", "g", "h") to sources."""
+    by_role: dict[str, list] = {}
+    for reader, src in found:
+        by_role.setdefault(src.family, []).append((reader, src))
+    for role, items in by_role.items():
+        if role != "?" and len(items) > 1:
+            names = " and ".join(f"{r.name}" + (f" ({s.prefix.rstrip('.')})" if s.prefix else "") for r, s in items)
+            raise ModelFileError(
+                f"{names} both hold a {_ROLE_NAMES[role]} text encoder; give two different encoders "
+                "(SDXL needs CLIP-L + CLIP-G)"
+            )
+    roles = set(by_role)
+    unknown = sorted(by_role.get("?", []), key=lambda rs: (rs[1].width, rs[1].layers))
+    if architecture == "auto":
+        architecture = _guess_architecture(roles - {"?"}, unknown, has_vision)
+    family = FAMILIES[architecture]
+    assignment = {}
+    for role in family.towers:
+        if role in by_role:
+            assignment[role] = by_role[role][0]
+        elif unknown:
+            assignment[role] = unknown.pop(0)
+        else:
+            have = ", ".join(_ROLE_NAMES.get(r, "an unknown tower") for r in sorted(roles))
+            need = " + ".join(_ROLE_NAMES[r] for r in family.towers)
+            raise ModelFileError(f"{family.label} needs {need}; the given files hold {have}")
+    extra = [r for r in roles if r != "?" and r not in family.towers]
+    if extra:
+        log.warning("ignoring %s: %s does not use it", ", ".join(_ROLE_NAMES[r] for r in extra), family.label)
+    return family, assignment
+
+
+def _guess_architecture(roles: set, unknown: list, has_vision: bool) -> str:
+    """The family for towers whose roles are known, plus towers that neither position nor width place.
+
+    Unplaced towers only occur in small test models; two towers are taken as SDXL (the narrower, or
+    shallower, one is CLIP-L), one HF-layout tower as SD1.x.
+    """
+    if len(roles) + len(unknown) == 2 and roles <= {"l", "g"}:
+        return "sdxl"
+    if unknown and not roles and len(unknown) == 1 and unknown[0][1].layout != "openclip":
+        return "clip" if has_vision else "sd1"
+    if unknown:
+        reader, src = unknown[0]
+        raise ModelFileError(
+            f"{reader.name}: cannot tell which CLIP this {src.width}-wide text encoder is; "
+            "set architecture (sd1, sd2, sdxl, sdxl_refiner)"
+        )
+    architecture = {
+        frozenset("l"): "clip" if has_vision else "sd1",
+        frozenset("h"): "sd2",
+        frozenset("g"): "sdxl_refiner",
+        frozenset("lg"): "sdxl",
+    }.get(frozenset(roles))
+    if architecture is None:
+        found_txt = ", ".join(_ROLE_NAMES[r] for r in sorted(roles))
+        raise ModelFileError(f"these files hold {found_txt}: no supported model uses that combination")
+    return architecture
+
+
+def _check_shape(reader: WeightReader, src: TowerSource, role: str, label: str) -> None:
+    want = _EXPECTED[role]
+    known_widths = {c.width for c in _EXPECTED.values()}
+    if src.width == want.width and src.layers != want.layers:
+        raise ModelFileError(
+            f"{reader.name} has {src.layers} layers; {label}'s {TOWER_LABELS[role]} encoder needs "
+            f"{want.layers} ({_ROLE_NAMES[role]})"
+        )
+    if src.width != want.width and src.width in known_widths:
+        raise ModelFileError(
+            f"{reader.name} holds a {src.width}-wide text encoder; {label}'s {TOWER_LABELS[role]} encoder is "
+            f"{want.width} wide ({_ROLE_NAMES[role]})"
+        )
+
+
+def _file_identity(reader: WeightReader) -> tuple:
+    st = reader.path.stat()
+    return (str(reader.path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _shared_tower(reader, src, role, precision, device) -> TextTower:
+    key = (_file_identity(reader), src.prefix, role, precision, str(device))
+    with _SHARED_LOCK:
+        tower = _SHARED.get(key)
+        if tower is None:
+            tower = build_text_tower(reader, src, role, precision, device)
+            _SHARED[key] = tower
+    return tower
+
+
+def build_text_tower(reader: WeightReader, src: TowerSource, role: str, precision: str, device) -> TextTower:
+    """Read one tower's tensors and build it (meta device first, weights assigned, no random init)."""
+    cfg = src.config(role)
+    hf_cfg = reader.config_for(src.prefix)
+    if hf_cfg.get("hidden_act") in ("gelu", "quick_gelu"):
+        cfg = cfg.with_shape(activation=hf_cfg["hidden_act"])
+    if hf_cfg.get("num_attention_heads"):
+        cfg = cfg.with_shape(heads=int(hf_cfg["num_attention_heads"]))
+    if hf_cfg.get("intermediate_size"):
+        cfg = cfg.with_shape(mlp_width=int(hf_cfg["intermediate_size"]))
+    tensors = reader.read(tower_keys(src, reader.shapes))
+    sd = to_tower_state_dict(src, tensors)
+    if not src.has_projection:
+        sd.pop("text_projection.weight", None)
+    device = torch.device(device)
+    storage, compute, round_fp16 = dtypes_for(precision, device)
+    where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
+    for name, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
+        if round_fp16:
+            t = t.to(torch.float16)
+        sd[name] = t.to(device=device, dtype=storage)
+    with torch.device("meta"):
+        tower = TextTower(cfg)
+    try:
+        tower.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{where}: the {TOWER_LABELS[role]} text encoder is incomplete or misshapen: {e}") from e
+    tower.compute_dtype = compute
+    tower.cache_id = uuid.uuid4().hex
+    tower.source = where
+    tower.eval().requires_grad_(False)
+    return tower

@@ -1,0 +1,159 @@
+"""CLIP text towers: CLIP ViT-L/14 (quick_gelu) and OpenCLIP ViT-H/14 and ViT-bigG/14 (gelu).
+
+Parameter names follow transformers' ``CLIPTextModelWithProjection`` (``text_model.embeddings...``,
+``text_model.encoder.layers.N...``, ``text_model.final_layer_norm``, ``text_projection``) except that q/k/v
+are one fused ``in_proj`` (see ``transformer.py``). ``formats.py`` converts every file layout to these.
+
+Layer numbering: layer ``n`` is the output of the n-th block (transformers' ``hidden_states[n]``), so
+layer ``num_layers`` is the final block. The pooled vector is always the final layer after the final
+LayerNorm, at the first EOS of each row, projected when the tower has a projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .tokenizer import EOS_ID, VOCAB_SIZE
+from .transformer import Block, layer_norm, linear
+
+HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
+
+
+@dataclass(frozen=True)
+class TextTowerConfig:
+    """Shape of a text tower. Presets: :data:`CLIP_L`, :data:`OPENCLIP_H`, :data:`OPENCLIP_BIGG`."""
+
+    name: str  # short family name used in messages and metadata
+    width: int  # hidden size C
+    layers: int  # number of residual blocks
+    heads: int
+    mlp_width: int
+    activation: str  # "quick_gelu" (OpenAI CLIP) or "gelu" (OpenCLIP)
+    projection_dim: int | None  # text_projection output size, None when the file has none
+    pad_id: int  # id after EOS: EOS for CLIP-L, 0 for OpenCLIP towers
+    vocab_size: int = VOCAB_SIZE
+    positions: int = 77
+
+    def with_shape(self, **changes) -> "TextTowerConfig":
+        return replace(self, **changes)
+
+
+CLIP_L = TextTowerConfig("clip_l", 768, 12, 12, 3072, "quick_gelu", 768, EOS_ID)
+OPENCLIP_H = TextTowerConfig("clip_h", 1024, 24, 16, 4096, "gelu", 1024, 0)
+OPENCLIP_BIGG = TextTowerConfig("clip_g", 1280, 32, 20, 5120, "gelu", 1280, 0)
+
+
+@dataclass
+class TowerOutput:
+    """hidden: (B, 77, C) at the selected layer; pooled: (B, P or C) or None."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor | None
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width, device=device, dtype=dtype)
+        self.position_embedding = nn.Embedding(cfg.positions, cfg.width, device=device, dtype=dtype)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation, device=device, dtype=dtype)
+            for _ in range(cfg.layers)
+        )
+
+
+class _TextModel(nn.Module):
+    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
+        super().__init__()
+        self.embeddings = _Embeddings(cfg, device, dtype)
+        self.encoder = _Encoder(cfg, device, dtype)
+        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=1e-5, device=device, dtype=dtype)
+
+
+class TextTower(nn.Module):
+    """A CLIP text transformer with layer selection and a pooled (optionally projected) output."""
+
+    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = cfg
+        self.text_model = _TextModel(cfg, device, dtype)
+        self.text_projection = (
+            nn.Linear(cfg.width, cfg.projection_dim, bias=False, device=device, dtype=dtype)
+            if cfg.projection_dim
+            else None
+        )
+        self.compute_dtype = torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_model.embeddings.token_embedding.weight.device
+
+    def embed(self, ids: torch.Tensor, vectors: list[tuple[int, int, torch.Tensor]] = ()) -> torch.Tensor:
+        """Token + position embeddings: ids (B, T) -> (B, T, C) in the compute dtype.
+
+        ``vectors`` are (row, position, vector (C,)) that replace token embeddings (textual inversion).
+        """
+        table = self.text_model.embeddings.token_embedding.weight
+        x = table[ids].to(self.compute_dtype)
+        for row, pos, vec in vectors:
+            x[row, pos] = vec.to(device=x.device, dtype=x.dtype)
+        pos_table = self.text_model.embeddings.position_embedding.weight[: ids.shape[1]]
+        return x + pos_table.to(x.dtype)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        layer: int,
+        layer_norm_hidden: bool,
+        pooled_rows: list[int] | None = None,
+        vectors: list[tuple[int, int, torch.Tensor]] = (),
+        project: bool = True,
+    ) -> TowerOutput:
+        """Encode ids (B, 77) and return the hidden states of ``layer`` (1..num_layers), (B, 77, C).
+
+        ``pooled_rows``: rows that need the pooled vector (None: all; []: none), returned in that order,
+        (len(pooled_rows), P); ``project=False`` returns it before ``text_projection`` (SD1.x conditioning).
+        Blocks after ``layer`` run only for the pooled vector: for those rows, on positions up to their
+        last EOS, and the final block only at each row's first EOS (causal attention makes this exact).
+        """
+        cfg = self.config
+        if not 1 <= layer <= cfg.layers:
+            raise ValueError(f"layer {layer} is out of range for {cfg.name} (1..{cfg.layers})")
+        blocks = self.text_model.encoder.layers
+        ids = ids.to(self.device)
+        x = self.embed(ids, vectors)
+        for block in blocks[:layer]:
+            x = block(x, causal=True)
+        hidden = layer_norm(x, self.text_model.final_layer_norm) if layer_norm_hidden else x
+        if pooled_rows is not None and len(pooled_rows) == 0:
+            return TowerOutput(hidden, None)
+        if pooled_rows is not None:
+            index = torch.tensor(pooled_rows, dtype=torch.long, device=x.device)
+            x, ids = x[index], ids[index]
+        eos = first_eos(ids)
+        if layer < cfg.layers:
+            x = x[:, : int(eos.max()) + 1]  # later positions never reach an EOS row
+            for block in blocks[layer:-1]:
+                x = block(x, causal=True)
+            final = blocks[-1].forward_rows(x, eos)[:, 0]
+        else:
+            final = x[torch.arange(x.shape[0], device=x.device), eos]
+        pooled = layer_norm(final, self.text_model.final_layer_norm)
+        if project and self.text_projection is not None:
+            pooled = linear(pooled, self.text_projection)
+        return TowerOutput(hidden, pooled)
+
+
+def first_eos(ids: torch.Tensor) -> torch.Tensor:
+    """Index of the first EOS in each row (B, T) -> (B,); the last position if a row has none."""
+    is_eos = ids == EOS_ID
+    idx = is_eos.int().argmax(dim=-1)
+    return torch.where(is_eos.any(dim=-1), idx, torch.full_like(idx, ids.shape[1] - 1))
