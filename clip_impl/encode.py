@@ -26,6 +26,7 @@ from .model import ClipModel
 log = logging.getLogger(__name__)
 
 WEIGHTINGS = ("comfy", "a1111", "a1111_no_norm", "none")
+MAX_WEIGHT = 1e4  # beyond this a weight only comes from runaway nesting; it would overflow fp32 maths
 POOLED_MODES = ("first_chunk", "mean")
 EMPTY_PROMPT_MODES = ("encode", "zeros")
 _SYNTAX = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
@@ -103,6 +104,7 @@ def encode_prompt(
             comma_backtrack=settings.comma_backtrack,
             resolve_embedding=resolver,
         )
+    _check_weights(chunks)
     own = {t: len(c) for t, c in chunks.items()}
     total = max(own.values())
     for t in family.towers:  # pad the shorter tower with empty-prompt chunks (CLIPTextEncodeSDXL)
@@ -121,7 +123,24 @@ def encode_prompt(
             if family.project_pooled and tower.text_projection is not None:
                 pooled = _project(tower, pooled)
     cond = torch.cat(conds, dim=-1).reshape(1, total * 77, -1)
+    if not (bool(torch.isfinite(cond).all()) and bool(torch.isfinite(pooled).all())):
+        sources = ", ".join(getattr(model.towers[t], "source", t) for t in family.towers)
+        raise ValueError(
+            f"encoding gave NaN or infinite values ({sources}, weights {settings.weighting}): the model's weights "
+            "overflow in this precision, or a prompt weight is extreme; try precision fp32 or smaller weights"
+        )
     return EncodedText(cond, pooled, total, layers, family.name, own, warnings)
+
+
+def _check_weights(chunks: dict) -> None:
+    for tower_chunks in chunks.values():
+        for chunk in tower_chunks:
+            for tok in chunk.body:
+                if not abs(tok.weight) <= MAX_WEIGHT:
+                    raise ValueError(
+                        f"prompt weight {tok.weight:g} is out of range (at most {MAX_WEIGHT:g} either way): "
+                        "check for unbalanced or deeply nested brackets"
+                    )
 
 
 def _project(tower, pooled: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,7 @@ def load_clip(
                 "CLIP (e.g. SDXL's clip_g with a ViT-bigG clip_vision file)"
             )
         raise ModelFileError(_no_tower_message(readers))
+    _check_complete(readers, found)
     family, assignment = _assign(found, architecture, vision is not None)
     towers = {}
     for role, (reader, src) in assignment.items():
@@ -87,6 +88,20 @@ def load_clip(
     model = ClipModel(family, towers, vision, tuple(paths), precision)
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
+
+
+def _check_complete(readers, found) -> None:
+    """An SDXL base checkpoint holds both encoders: one of them missing means a broken file."""
+    for reader in readers:
+        prefixes = {src.prefix for r, src in found if r is reader}
+        sdxl_keys = any(k.startswith("conditioner.embedders.1.") for k in reader.shapes)
+        if "conditioner.embedders.0.transformer." in prefixes and "conditioner.embedders.1.model." not in prefixes:
+            raise ModelFileError(
+                f"{reader.name} is an SDXL checkpoint (CLIP-L at conditioner.embedders.0) but its CLIP-G text "
+                "encoder (conditioner.embedders.1.model.*) is missing"
+                + (" or unreadable" if sdxl_keys else "")
+                + "; the file is incomplete: get it again, or load clip_l/clip_g files instead"
+            )
 
 
 def _no_tower_message(readers) -> str:
@@ -189,6 +204,16 @@ def _shared_tower(reader, src, role, precision, device) -> TextTower:
     return tower
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN/inf in a float tensor (two reductions; half types on the CPU are checked in fp32, faster)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if t.dtype in (torch.float16, torch.bfloat16) and t.device.type == "cpu":
+        t = t.float()
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 def build_text_tower(reader: WeightReader, src: TowerSource, role: str, precision: str, device) -> TextTower:
     """Read one tower's tensors and build it (meta device first, weights assigned, no random init)."""
     cfg = src.config(role)
@@ -207,11 +232,12 @@ def build_text_tower(reader: WeightReader, src: TowerSource, role: str, precisio
     storage, compute, round_fp16 = dtypes_for(precision, device)
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     for name, t in sd.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
         if round_fp16:
             t = t.to(torch.float16)
-        sd[name] = t.to(device=device, dtype=storage)
+        t = t.to(device=device, dtype=storage)
+        if not all_finite(t):
+            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
+        sd[name] = t
     with torch.device("meta"):
         tower = TextTower(cfg)
     try:

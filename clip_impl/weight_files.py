@@ -147,6 +147,10 @@ def _safetensors_header(file: Path, size: int) -> dict:
             raise ModelFileError(f"{bad} (header is not JSON: {e}): it is corrupt or not a model") from e
     if not isinstance(header, dict):
         raise ModelFileError(f"{bad} (header is not a table of tensors)")
+    for key, info in header.items():
+        if key == "__metadata__" or not isinstance(info, dict):
+            continue
+        _check_entry(file, key, info)
     data_size = size - 8 - n
     end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
     if end > data_size:
@@ -155,6 +159,27 @@ def _safetensors_header(file: Path, size: int) -> dict:
             "the download or copy did not finish; get it again"
         )
     return header
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _check_entry(file: Path, key: str, info: dict) -> None:
+    """A tensor's byte span must equal its shape times its dtype size (a lying header is corruption)."""
+    try:
+        begin, end = (int(x) for x in info["data_offsets"])
+        count = 1
+        for d in info["shape"]:
+            count *= int(d)
+        size = _DTYPE_BYTES.get(info["dtype"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{file}: tensor {key!r} has a malformed header entry ({e}); the file is corrupt") from e
+    if size is not None and end - begin != count * size:
+        raise ModelFileError(
+            f"{file}: the header says tensor {key!r} is {info['dtype']} {list(info['shape'])} "
+            f"({count * size} bytes) but gives it {end - begin} bytes; the file is corrupt: get it again"
+        )
 
 
 def _read_safetensors(file: Path, keys: list[str], prefix: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,244 @@
+"""Textual-inversion embeddings: find, load (safely) and pick the vectors for each text tower.
+
+Two reference syntaxes (``chunking.tokenize_segments`` calls the resolvers made here):
+
+- ``comfy`` (ComfyUI's rule, ``comfy/sd1_clip.py`` ``SDTokenizer``): ``embedding:name`` (extension
+  optional, subfolders of the embeddings folders searched, a trailing comma tolerated). A missing
+  embedding is dropped with a warning, as ComfyUI drops it.
+- ``a1111`` (A1111's ``EmbeddingDatabase``): a bare word whose tokens equal the tokens of an embedding's
+  file name (without extension); the longest name wins.
+
+File layouts: A1111 ``.pt`` (``string_to_param``), kohya/SD1 ``.safetensors`` (``emb_params``), SDXL
+(``clip_l`` and ``clip_g`` tensors), diffusers ``.bin`` (``{"<token>": tensor}``), bundled LoRA embeddings
+(``bundle_emb.*``). Pickles load with ``weights_only=True`` only: code in a file never runs.
+A tower takes the tensor named for it (``clip_l``/``clip_g``/``clip_h``), else the file's only/first one;
+a tensor whose width does not match the tower is ignored with a warning (ComfyUI does the same).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .weight_files import ModelFileError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".safetensors", ".pt", ".bin")
+_TOWER_KEYS = {"l": "clip_l", "g": "clip_g", "h": "clip_h"}
+
+
+@dataclass(eq=False)
+class TowerEmbedding:
+    """The vectors one tower uses for an embedding: (n, C). ``vectors is None`` when the width is wrong."""
+
+    name: str
+    key: str  # stable identity for caches: file, size, mtime, tower
+    vectors: torch.Tensor | None
+    length: int  # vectors the reference occupies in a chunk (also when ignored for a width mismatch)
+
+
+class EmbeddingFile:
+    """One embedding file's tensors, loaded once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = path.stem
+        st = path.stat()
+        self.key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        self.tensors = _read_embedding(path)
+
+    def for_tower(self, tower: str, width: int | None) -> TowerEmbedding:
+        t = self.tensors.get(_TOWER_KEYS.get(tower, ""))
+        if t is None:
+            t = next(iter(self.tensors.values()))
+        t = t.reshape(-1, t.shape[-1]).float()
+        if width is not None and t.shape[-1] != width:
+            log.warning(
+                "embedding %s (%s) has width %d; this %d-wide text encoder cannot use it, so it is ignored",
+                self.name, self.path.name, t.shape[-1], width,
+            )
+            return TowerEmbedding(self.name, f"{self.key}:{tower}", None, t.shape[0])
+        return TowerEmbedding(self.name, f"{self.key}:{tower}", t, t.shape[0])
+
+
+def _read_embedding(path: Path) -> dict[str, torch.Tensor]:
+    """Name -> tensor table of an embedding file (the tensor layouts of the module docstring)."""
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"embedding {path} is empty (0 bytes)")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelFileError(f"embedding {path} is not a valid .safetensors file ({e})") from e
+    else:
+        raw = _read_pickled_embedding(path)
+    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (1, 2)}
+    bundled = {k: v for k, v in tensors.items() if k.startswith("bundle_emb.")}
+    if bundled:  # a LoRA with bundled embeddings: keep the string_to_param/clip_* parts
+        tensors = {k.rsplit(".", 1)[-1] if k.endswith(tuple(_TOWER_KEYS.values())) else "*": v for k, v in bundled.items()}
+    if not tensors:
+        raise ModelFileError(f"embedding {path} holds no embedding vectors")
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"embedding {path}: tensor {name} holds NaN or infinite values")
+    return tensors
+
+
+def _read_pickled_embedding(path: Path) -> dict:
+    import pickle
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFileError(
+            f"embedding {path} contains objects other than weights (a pickle that would run code); refused. "
+            "Use a .safetensors embedding"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ModelFileError(f"embedding {path} cannot be read ({e})") from e
+    if isinstance(obj, dict) and isinstance(obj.get("string_to_param"), dict):
+        return {"*": next(iter(obj["string_to_param"].values()))}
+    if isinstance(obj, dict):
+        return obj
+    raise ModelFileError(f"embedding {path} holds a {type(obj).__name__}, not embedding vectors")
+
+
+class EmbeddingLibrary:
+    """The embeddings found in one or more folders (subfolders included), loaded on first use."""
+
+    def __init__(self, folders):
+        self.folders = [Path(f) for f in folders if f and Path(f).is_dir()]
+        self._files: dict[Path, EmbeddingFile] = {}
+        self._lock = threading.Lock()
+        self._names: dict[str, Path] | None = None
+
+    # ------------------------------------------------------------------------ lookup
+    def find(self, name: str) -> Path | None:
+        """ComfyUI's lookup: ``name`` (maybe with a subfolder and extension) inside one of the folders."""
+        for folder in self._all_folders():
+            root = folder.resolve()
+            candidate = (root / name).resolve()
+            if root != candidate and root not in candidate.parents:
+                continue  # never leave the embeddings folder ("../../secret")
+            if candidate.is_file():
+                return candidate
+            for ext in EXTENSIONS:
+                with_ext = candidate.with_name(candidate.name + ext)
+                if with_ext.is_file():
+                    return with_ext
+        return None
+
+    def _all_folders(self) -> list[Path]:
+        out = []
+        for folder in self.folders:
+            out.append(folder)
+            out += sorted(Path(root) for root, _, _ in os.walk(folder, followlinks=True) if Path(root) != folder)
+        return out
+
+    def names(self) -> dict[str, Path]:
+        """File stem -> path for every embedding file (A1111 looks embeddings up by file name)."""
+        if self._names is None:
+            found = {}
+            for folder in self.folders:
+                for root, _, files in os.walk(folder, followlinks=True):
+                    for f in sorted(files):
+                        p = Path(root) / f
+                        if p.suffix.lower() in EXTENSIONS:
+                            found.setdefault(p.stem, p)
+            self._names = found
+        return self._names
+
+    def load(self, path: Path) -> EmbeddingFile:
+        with self._lock:
+            if path not in self._files:
+                self._files[path] = EmbeddingFile(path)
+            return self._files[path]
+
+    # ------------------------------------------------------------------------ resolvers
+    def resolver(self, tower: str, syntax: str, width: int | None = None):
+        """A ``resolve_embedding`` callable for :func:`chunking.chunk_prompt` (see its docstring)."""
+        if syntax == "a1111":
+            return _A1111Resolver(self, tower, width)
+        return _ComfyResolver(self, tower, width)
+
+
+class _ComfyResolver:
+    """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
+
+    def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
+        self.library, self.tower, self.width = library, tower, width
+
+    def _get(self, name: str):
+        path = self.library.find(name)
+        if path is None:
+            return None
+        try:
+            return self.library.load(path).for_tower(self.tower, self.width)
+        except ModelFileError as e:
+            log.warning("%s; the reference is ignored", e)
+            return None
+
+    def __call__(self, text: str, mode: str = "comfy"):
+        words = text.strip("\n").split()
+        if not words:
+            return None, ""
+        name, leftover = words[0], " ".join(words[1:])
+        emb = self._get(name)
+        if emb is None:
+            stripped = name.strip(",")
+            if len(stripped) < len(name):
+                emb = self._get(stripped)
+                leftover = f"{name[len(stripped):]} {leftover}"
+        if emb is None:
+            log.warning("embedding:%s was not found in %s; it is ignored", name, ", ".join(map(str, self.library.folders)) or "no embeddings folder")
+        return emb, leftover
+
+
+class _A1111Resolver:
+    """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
+
+    def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
+        from .tokenizer import get_tokenizer
+
+        self.library, self.tower, self.width = library, tower, width
+        by_first: dict[int, list] = {}
+        tok = get_tokenizer()
+        for name, path in library.names().items():
+            ids = tok.encode(name)
+            if ids:
+                by_first.setdefault(ids[0], []).append((ids, path))
+        for options in by_first.values():
+            options.sort(key=lambda o: -len(o[0]))
+        self.by_first = by_first
+
+    def __call__(self, tokens, mode: str = "a1111"):
+        from .chunking import PromptToken
+
+        out, i = [], 0
+        while i < len(tokens):
+            tok = tokens[i]
+            for ids, path in self.by_first.get(tok.id, ()):
+                if [t.id for t in tokens[i : i + len(ids)]] == ids:
+                    try:
+                        emb = self.library.load(path).for_tower(self.tower, self.width)
+                    except ModelFileError as e:
+                        log.warning("%s; the reference is ignored", e)
+                        break
+                    if emb.vectors is None:  # A1111 only registers embeddings that fit the model
+                        break
+                    out += [PromptToken(0, tok.weight, emb, k) for k in range(emb.length)]
+                    i += len(ids)
+                    break
+            else:
+                out.append(tok)
+                i += 1
+        return out
