@@ -9,7 +9,8 @@ BREAK markers. Tokenization and chunk packing happen later (``chunking.py``).
   linear time and without recursion, so deep nesting cannot hang or overflow the stack.
 - ``a1111`` follows A1111's ``parse_prompt_attention`` (``modules/prompt_parser.py``): ``(x)`` x1.1,
   ``[x]`` /1.1, ``(x:w)`` multiplies with the enclosing brackets, unclosed brackets apply to the end,
-  equal-weight neighbours merge. As in A1111, a BREAK inside brackets is not a break: the word is kept
+  equal-weight neighbours merge, ``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\`` escape and a lone backslash is dropped.
+  As in A1111, a BREAK inside brackets is not a break: the word is kept
   with the bracket weight times -1 (A1111 marks breaks with weight -1 and scales that too).
 - ``none``: the prompt is plain text; only BREAK is recognised.
 
@@ -237,7 +238,8 @@ def parse_a1111(text: str) -> list[Segment]:
             continue
         token, weight_literal = m.group(0), m.group(1)
         if token.startswith("\\"):
-            runs.append([token[-1] if len(token) > 1 else "\\", 1.0])
+            # \( \) \[ \] \\ give the character; a lone backslash gives nothing (A1111 drops it).
+            runs.append([token[1:], 1.0])
         elif token == "(":
             round_open.append(len(runs))
         elif token == "[":

@@ -64,6 +64,23 @@ def test_a1111_merge_keeps_unequal_runs_apart():
     assert runs(parse_a1111("(b)(c)")) == [("bc", 1.1)]
 
 
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [
+        ("a\\b", [("ab", 1.0)]),
+        ("a \\ b", [("a  b", 1.0)]),
+        ("\\", [("", 1.0)]),
+        ("(x\\y:1.5)", [("xy", 1.5)]),
+        ("\\\\\\", [("\\", 1.0)]),  # an escaped backslash, then a lone one
+        ("\\BREAK b", [("", 1.0), ("BREAK", 1.0), ("b", 1.0)]),  # the lone '\' goes, BREAK stays a break
+    ],
+)
+def test_a1111_lone_backslash_is_dropped(prompt, expected):
+    # A1111's parse_prompt_attention matches a backslash not followed by ()[]\ on its own and keeps
+    # text[1:] of it, i.e. nothing.
+    assert runs(parse_a1111(prompt)) == expected
+
+
 def test_none_keeps_brackets_but_honours_break():
     assert runs(parse_prompt("(a:1.5) [b] BREAK c", "none")) == [("(a:1.5) [b]", 1.0), ("BREAK", 1.0), ("c", 1.0)]
 

@@ -1,5 +1,7 @@
 """Integration tests against a real ComfyUI checkout: skipped unless COMFYUI_PATH is set.
 
+A module with ``NEEDS_COMFYUI = False`` is exempt (e.g. ``test_a1111_parity.py``, which needs ``A1111_MODULES``).
+
 The environment must have ComfyUI's requirements installed (``../shared/tools/comfyui-env.sh`` makes one).
 ``comfy_path`` puts ComfyUI on sys.path and switches it to the CPU before anything imports
 ``comfy.model_management``. Full-size random-weight models come from ``tests/full_size.py``.
@@ -22,7 +24,9 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a real ComfyUI: set COMFYUI_PATH")
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        # A test module that needs no ComfyUI says so with NEEDS_COMFYUI = False and skips on its own terms.
+        needs_comfyui = getattr(getattr(item, "module", None), "NEEDS_COMFYUI", True)
+        if needs_comfyui and here in Path(str(item.fspath)).parents:
             item.add_marker(skip)
 
 
