@@ -4,7 +4,9 @@ Two packing rules (``CHUNKINGS``):
 
 - ``comfy``: ComfyUI's ``SDTokenizer.tokenize_with_weights`` packing. Each weighted segment is
   tokenized whole (split only before ``embedding:`` references); a group of 8 or more tokens that does
-  not fit is cut exactly at the chunk edge, a shorter one moves whole to the next chunk.
+  not fit is cut exactly at the chunk edge, a shorter one moves whole to the next chunk. A reference to
+  an embedding that is not found (or any reference, when no embedding library is given) is dropped with
+  a warning and the text after its name is kept, as ComfyUI does (it always has an embeddings folder).
 - ``a1111``: AUTOMATIC1111's ``tokenize_line``. When a chunk is full and the next token is not a comma,
   the tokens after the chunk's last comma move to the next chunk if that comma is at most
   ``comma_backtrack`` tokens back (0 disables it); embeddings are never split.
@@ -15,6 +17,7 @@ prompt always has at least one chunk. CLIP-L pads with EOS, OpenCLIP towers with
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -27,6 +30,8 @@ BODY_LENGTH = CHUNK_LENGTH - 2
 COMFY_MAX_WORD_LENGTH = 8  # ComfyUI's SDTokenizer.max_word_length
 MAX_COMMA_BACKTRACK = BODY_LENGTH - 1
 _EMBEDDING_SPLIT = re.compile(r" embedding:|\nembedding:")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,26 @@ class TokenChunk:
         return (tuple(self.ids(pad_id)), vectors)
 
 
+def unknown_embedding_comfy(reference: str) -> tuple[None, str]:
+    """What ComfyUI keeps of ``embedding:<reference>`` when no such embedding exists: (None, leftover).
+
+    The name is the first word and is dropped; the rest of the text is tokenized. When the name carries
+    commas ComfyUI retries without them and keeps ``name[len(stripped name):]`` (the commas for
+    ``foo,``; for ``,foo`` its last character) in front of the leftover; we keep that quirk bit for bit
+    (``comfy/sd1_clip.py`` ``SDTokenizer._try_get_embedding``). A reference with no name (on which
+    ComfyUI fails) stays plain text.
+    """
+    words = reference.split()
+    if not words:
+        return None, "embedding:" + reference
+    name, leftover = words[0], " ".join(words[1:])
+    log.warning("embedding:%s not found; ignoring it", name)
+    stripped = name.strip(",")
+    if len(stripped) < len(name):
+        leftover = f"{name[len(stripped):]} {leftover}"
+    return None, leftover
+
+
 def _embedding_tokens(embedding, weight: float) -> list[PromptToken]:
     return [PromptToken(0, weight, embedding, i) for i in range(embedding.vectors.shape[0])]
 
@@ -79,7 +104,9 @@ def tokenize_segments(
 
     ``comfy`` splits a segment before each ``embedding:`` reference, as ComfyUI does; ``a1111`` keeps
     each run whole. ``resolve_embedding(word, mode)`` (optional) turns references into embeddings; it
-    returns (embedding or None, leftover text) in comfy mode, or a list of PromptTokens in a1111 mode.
+    returns (embedding or None, leftover text) in comfy mode (for a name it does not know, what
+    :func:`unknown_embedding_comfy` returns), or a list of PromptTokens in a1111 mode. Without it, every
+    comfy-mode reference is unknown.
     """
     texts: list[tuple[str, float]] = []
     order: list[object] = []
@@ -91,8 +118,12 @@ def tokenize_segments(
             pieces = _EMBEDDING_SPLIT.split(seg.text)
             pieces = pieces[:1] + ["embedding:" + p for p in pieces[1:]]
             for piece in (p for p in pieces if p):
-                if resolve_embedding is not None and piece.startswith("embedding:"):
-                    embedding, piece = resolve_embedding(piece[len("embedding:") :], "comfy")
+                if piece.startswith("embedding:"):
+                    reference = piece[len("embedding:") :]
+                    if resolve_embedding is None:
+                        embedding, piece = unknown_embedding_comfy(reference)
+                    else:
+                        embedding, piece = resolve_embedding(reference, "comfy")
                     if embedding is not None:
                         order.append(_embedding_tokens(embedding, seg.weight))
                         if not piece:

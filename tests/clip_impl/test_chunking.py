@@ -3,7 +3,7 @@
 import pytest
 
 from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
-from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID
+from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 
 A, B, COMMA = 320, 321, 267  # "a", "b", ","
 
@@ -58,6 +58,32 @@ def test_comfy_long_group_is_cut_at_the_edge():
 
 def test_comfy_is_not_comma_aware():
     assert counts(words(70) + ", " + words(10, "b")) == [75, 6]
+
+
+# ComfyUI always has an embeddings folder; a reference it cannot find loses its name (the first word),
+# the text after it stays. Ids (checked against ComfyUI): a=320, b=321, c=322, d=323, cat=2368, ","=267,
+# baz=25268, qux=666+343.
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("a embedding:foo cat", [(320, 1.0), (2368, 1.0)]),
+        ("a\nembedding:foo", [(320, 1.0)]),
+        # "bar," is retried as "bar"; the comma stays in front of the leftover.
+        ("embedding:bar, baz qux", [(267, 1.0), (25268, 1.0), (666, 1.0), (343, 1.0)]),
+        # ",c": ComfyUI keeps name[len("c"):] == "c" (its quirk, kept bit for bit).
+        ("(b embedding:,c d:1.1)", [(321, 1.1), (322, 1.1), (323, 1.1)]),
+    ],
+)
+def test_comfy_unknown_embedding_reference_is_dropped(prompt, expected):
+    (chunk,) = chunk_prompt(prompt)
+    assert [(t.id, t.weight) for t in chunk.body] == expected
+
+
+def test_embedding_word_that_is_no_reference_stays_text():
+    tok = get_tokenizer()
+    assert bodies(chunk_prompt("xembedding:foo cat")) == [tok.encode("xembedding:foo cat")]
+    assert bodies(chunk_prompt("a embedding:foo cat", chunking="a1111")) == [tok.encode("a embedding:foo cat")]
+    assert bodies(chunk_prompt("a embedding: ")) == [tok.encode("a embedding:")]  # no name: ComfyUI fails
 
 
 # ------------------------------------------------------------------------------------------ a1111
