@@ -91,7 +91,7 @@ def unknown_embedding_comfy(reference: str) -> tuple[None, str]:
 
 
 def _embedding_tokens(embedding, weight: float) -> list[PromptToken]:
-    return [PromptToken(0, weight, embedding, i) for i in range(embedding.vectors.shape[0])]
+    return [PromptToken(0, weight, embedding, i) for i in range(embedding.length)]
 
 
 def tokenize_segments(
@@ -207,7 +207,7 @@ def pack_a1111(groups: list[list[PromptToken] | None], comma_backtrack: int = 20
             if len(body) == BODY_LENGTH:
                 close()
             if token.embedding is not None and token.index == 0:
-                size = token.embedding.vectors.shape[0]
+                size = token.embedding.length
                 if len(body) + size > BODY_LENGTH:
                     close()
                 body.extend(group[pos : pos + size])
@@ -234,9 +234,12 @@ def chunk_prompt(
         raise ValueError(f"unknown chunking {chunking!r}; use one of {', '.join(CHUNKINGS)}")
     tokenizer = tokenizer or get_tokenizer()
     groups = tokenize_segments(parse_prompt(text, syntax), chunking, tokenizer, resolve_embedding)
-    if chunking == "comfy":
-        return pack_comfy(groups)
-    return pack_a1111(groups, comma_backtrack)
+    chunks = pack_comfy(groups) if chunking == "comfy" else pack_a1111(groups, comma_backtrack)
+    # An embedding too wide or narrow for the tower keeps its place in the packing but is then left
+    # out, the rest of its chunk moving up (ComfyUI's SDClipModel.process_tokens does the same).
+    for chunk in chunks:
+        chunk.body = [t for t in chunk.body if t.embedding is None or t.embedding.vectors is not None]
+    return chunks
 
 
 def describe_chunks(chunks: list[TokenChunk], tokenizer: ClipTokenizer | None = None, words: int = 4) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .chunking import PromptToken, unknown_embedding_comfy
 from .weight_files import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -189,18 +190,16 @@ class _ComfyResolver:
 
     def __call__(self, text: str, mode: str = "comfy"):
         words = text.strip("\n").split()
-        if not words:
-            return None, ""
-        name, leftover = words[0], " ".join(words[1:])
-        emb = self._get(name)
-        if emb is None:
-            stripped = name.strip(",")
-            if len(stripped) < len(name):
+        if words:
+            emb = self._get(words[0])
+            if emb is not None:
+                return emb, " ".join(words[1:])
+            stripped = words[0].strip(",")
+            if stripped and len(stripped) < len(words[0]):
                 emb = self._get(stripped)
-                leftover = f"{name[len(stripped):]} {leftover}"
-        if emb is None:
-            log.warning("embedding:%s was not found in %s; it is ignored", name, ", ".join(map(str, self.library.folders)) or "no embeddings folder")
-        return emb, leftover
+                if emb is not None:
+                    return emb, f"{words[0][len(stripped):]} {' '.join(words[1:])}"
+        return unknown_embedding_comfy(text)
 
 
 class _A1111Resolver:
@@ -221,8 +220,6 @@ class _A1111Resolver:
         self.by_first = by_first
 
     def __call__(self, tokens, mode: str = "a1111"):
-        from .chunking import PromptToken
-
         out, i = [], 0
         while i < len(tokens):
             tok = tokens[i]

@@ -96,7 +96,8 @@ def encode_prompt(
 
     chunks = {}
     for t in family.towers:
-        resolver = embeddings.resolver(t, syntax) if embeddings is not None else None
+        width = model.towers[t].config.width
+        resolver = embeddings.resolver(t, syntax, width) if embeddings is not None else None
         chunks[t] = chunk_prompt(
             texts[t],
             syntax=syntax,
