@@ -19,6 +19,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+LONG_PROMPT = (
+    "masterpiece, best quality, a (small:1.2) cat sitting in a garden full of ((red roses)), oil painting, "
+    "highly detailed, soft morning light, (blurry:0.7), by a famous painter, trending on an art site, "
+    "warm colours, wide angle, depth of field, golden hour, a wooden fence and a blue door in the background, "
+    "(an old stone house:1.1) with ivy on its walls, a sleepy dog on the porch, clouds drifting over distant hills"
+)  # 86 tokens: two chunks, the first cut inside a weighted group (no BREAK: ComfyUI's own encoders lack it)
 MODEL_FILES = {  # ComfyUI model folder -> names of full-size test files (tests/full_size.py)
     "checkpoints": ["sd15_te.safetensors", "sdxl_te.safetensors"],
     "text_encoders": ["clip_l.safetensors", "clip_g.safetensors"],

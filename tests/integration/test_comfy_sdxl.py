@@ -8,14 +8,8 @@ sources run one after the other, releasing each (the machine is small), against 
 
 import pytest
 
-from comfy_harness import assert_conditioning_close, sink
+from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
 
-PROMPT = (
-    "masterpiece, best quality, a (small:1.2) cat sitting in a garden full of ((red roses)), oil painting, "
-    "highly detailed, soft morning light, (blurry:0.7), by a famous painter, trending on an art site, "
-    "warm colours, wide angle, depth of field, golden hour, a wooden fence and a blue door in the background, "
-    "(an old stone house:1.1) with ivy on its walls, a sleepy dog on the porch, clouds drifting over distant hills"
-)  # 86 tokens: two chunks, the first cut inside a weighted group
 SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
 ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
 
