@@ -6,7 +6,6 @@ an SD1.5 checkpoint (``sd15_te.safetensors``) and also takes the native CLIP as 
 """
 
 import pytest
-import torch
 
 from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
 
