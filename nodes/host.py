@@ -144,6 +144,12 @@ class _Host:
     def from_native(self, clip) -> HostedClip:
         raise TypeError("a ComfyUI CLIP object can only be used inside ComfyUI")
 
+    def chunk_cache(self, hosted: HostedClip):
+        """The encoded-chunk cache for a model: the shared CPU cache, seen from the towers' device."""
+        devices = {_module_device(t) for t in hosted.model.towers.values()}
+        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
+        return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
+
 
 class StandaloneHost(_Host):
     """Runs our nodes without ComfyUI: folders under ``models_dir`` (ComfyUI's ``models/`` layout)."""
@@ -187,8 +193,6 @@ class StandaloneHost(_Host):
     def prepare(self, hosted: HostedClip, parts=None) -> None:
         """Nothing to do: standalone towers stay where they were loaded."""
 
-    def chunk_cache(self, hosted: HostedClip):
-        return CHUNK_CACHE
 
     def output(self, t: torch.Tensor) -> torch.Tensor:
         return t.to("cpu")
@@ -317,10 +321,6 @@ class ComfyHost(_Host):
             # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
             mm.load_models_gpu(patchers, force_full_load=True)
 
-    def chunk_cache(self, hosted: HostedClip):
-        devices = {_module_device(t) for t in hosted.model.towers.values()}
-        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
-        return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
 
     def output(self, t: torch.Tensor) -> torch.Tensor:
         import comfy.model_management as mm
