@@ -1,5 +1,7 @@
 """The standalone host and the host-independent parts of nodes/host.py."""
 
+import sys
+
 import pytest
 import torch
 
@@ -7,7 +9,9 @@ from clip_suite.clip_impl.cache import ByteLRUCache
 from clip_suite.nodes import host
 
 
-def test_standalone_is_chosen_without_comfyui():
+def test_standalone_is_chosen_without_comfyui(monkeypatch):
+    # The integration tests may have imported ComfyUI into this process: hide it, as CI never has it.
+    monkeypatch.delitem(sys.modules, "folder_paths", raising=False)
     previous = host.set_host(None)
     try:
         assert not host.in_comfyui() and isinstance(host.get_host(), host.StandaloneHost)
