@@ -57,8 +57,14 @@ def load_clip(
     precision: str = "auto",
     device: str | torch.device = "cpu",
     with_vision: bool = False,
+    storage_dtype: torch.dtype | None = None,
 ) -> ClipModel:
-    """Load the text towers (and a vision tower, if present) of one or two files/folders."""
+    """Load the text towers (and a vision tower, if present) of one or two files/folders.
+
+    ``storage_dtype`` (optional) overrides the dtype the weights are kept in, not the compute dtype nor
+    the fp16 rounding of ``auto``: a host that loads on one device and runs on another (ComfyUI: load on
+    the CPU, run on the GPU) picks the storage for the device the towers will run on.
+    """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r}; use one of {', '.join(ARCHITECTURES)}")
     paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
@@ -84,7 +90,7 @@ def load_clip(
     towers = {}
     for role, (reader, src) in assignment.items():
         _check_shape(reader, src, role, family.label)
-        towers[role] = _shared_tower(reader, src, role, precision, device)
+        towers[role] = _shared_tower(reader, src, role, precision, device, storage_dtype)
     model = ClipModel(family, towers, vision, tuple(paths), precision)
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
@@ -194,12 +200,12 @@ def _file_identity(reader: WeightReader) -> tuple:
     return (str(reader.path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _shared_tower(reader, src, role, precision, device) -> TextTower:
-    key = (_file_identity(reader), src.prefix, role, precision, str(device))
+def _shared_tower(reader, src, role, precision, device, storage_dtype=None) -> TextTower:
+    key = (_file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
     with _SHARED_LOCK:
         tower = _SHARED.get(key)
         if tower is None:
-            tower = build_text_tower(reader, src, role, precision, device)
+            tower = build_text_tower(reader, src, role, precision, device, storage_dtype)
             _SHARED[key] = tower
     return tower
 
@@ -214,8 +220,14 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
-def build_text_tower(reader: WeightReader, src: TowerSource, role: str, precision: str, device) -> TextTower:
-    """Read one tower's tensors and build it (meta device first, weights assigned, no random init)."""
+def build_text_tower(
+    reader: WeightReader, src: TowerSource, role: str, precision: str, device, storage_dtype=None
+) -> TextTower:
+    """Read one tower's tensors and build it (meta device first, weights assigned, no random init).
+
+    ``reader`` needs ``name``, ``read(keys)`` and ``config_for(prefix)`` (a :class:`WeightReader`, or
+    any object that serves tensors the same way); ``storage_dtype`` overrides the precision's storage.
+    """
     cfg = src.config(role)
     hf_cfg = reader.config_for(src.prefix)
     if hf_cfg.get("hidden_act") in ("gelu", "quick_gelu"):
@@ -230,6 +242,7 @@ def build_text_tower(reader: WeightReader, src: TowerSource, role: str, precisio
         sd.pop("text_projection.weight", None)
     device = torch.device(device)
     storage, compute, round_fp16 = dtypes_for(precision, device)
+    storage = storage_dtype or storage
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     for name, t in sd.items():
         if round_fp16:

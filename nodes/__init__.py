@@ -1,4 +1,18 @@
 """ComfyUI node classes (thin adapters over ``clip_impl``); ``host.py`` is the only ComfyUI-facing module."""
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from .loader import ClipSuiteLoader
+from .prompt_tokens import ClipSuitePromptTokens
+from .text_encode import ClipSuiteTextEncode, ClipSuiteTextEncodeSDXL
+
+NODE_CLASS_MAPPINGS = {
+    "ClipSuiteLoader": ClipSuiteLoader,
+    "ClipSuiteTextEncode": ClipSuiteTextEncode,
+    "ClipSuiteTextEncodeSDXL": ClipSuiteTextEncodeSDXL,
+    "ClipSuitePromptTokens": ClipSuitePromptTokens,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
+    "ClipSuiteTextEncode": "CLIP Text Encode (CLIP skip, long prompts)",
+    "ClipSuiteTextEncodeSDXL": "SDXL Text Encode (CLIP skip, long prompts)",
+    "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
+}

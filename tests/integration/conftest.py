@@ -38,10 +38,30 @@ def comfy_path() -> Path:
         pytest.fail(f"COMFYUI_PATH={path} is not a ComfyUI checkout")
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+    # pytest imports the repository root (it has an __init__.py) as a top-level module named after the
+    # checkout folder; a checkout named like one of ComfyUI's top-level modules would shadow it.
+    for name in ("nodes", "server", "execution", "folder_paths", "utils", "comfy", "main"):
+        module = sys.modules.get(name)
+        if module is not None and not str(getattr(module, "__file__", "")).startswith(str(path)):
+            for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                del sys.modules[key]
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
     return path
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_path, tmp_path_factory, full_size_models):
+    """ComfyUI in this process with our pack loaded from a custom_nodes folder, model folders pointing at
+    the full-size test files, and the test-only nodes registered (see comfy_harness.py)."""
+    sys.dont_write_bytecode = True  # never write into the ComfyUI checkout
+    import comfy_harness as h
+
+    c = h.Comfy(comfy_path, tmp_path_factory.mktemp("comfyui"), full_size_models)
+    c.register("ClipSuiteTestSink", h.ClipSuiteTestSink)
+    c.register("ClipSuiteTestClipLora", h.ClipSuiteTestClipLora)
+    return c
 
 
 @pytest.fixture(scope="session")

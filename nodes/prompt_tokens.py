@@ -1,0 +1,56 @@
+"""``ClipSuitePromptTokens``: how a prompt splits into 77-token chunks (no model needed)."""
+
+from __future__ import annotations
+
+from ..clip_impl.chunking import chunk_prompt, describe_chunks
+from ..clip_impl.tokenizer import get_tokenizer
+from . import common
+
+# The weighting syntax that goes with each packing rule (brackets change how text is tokenized).
+_SYNTAX = {"comfy": "comfy", "a1111": "a1111"}
+
+
+def token_report(text: str, chunking: str = "comfy", comma_backtrack: int = 20) -> str:
+    """Counts per chunk, where each chunk ends, and its tokens (word pieces, weights other than 1 shown)."""
+    chunks = chunk_prompt(text, syntax=_SYNTAX[chunking], chunking=chunking, comma_backtrack=comma_backtrack)
+    info = describe_chunks(chunks)
+    tok = get_tokenizer()
+    chunk_word = "chunk" if info["chunks"] == 1 else "chunks"
+    lines = [f"{info['tokens']} tokens, {info['chunks']} {chunk_word} ({chunking} chunking)"]
+    for i, (chunk, n, tail) in enumerate(zip(chunks, info["chunk_tokens"], info["boundaries"]), 1):
+        lines.append(f"chunk {i}: {n}/75 tokens, ends with: ...{tail}")
+        pieces = [
+            ("<embedding>" if t.embedding is not None else tok.token_text(t.id).strip())
+            + ("" if t.weight == 1.0 else f":{t.weight:g}")
+            for t in chunk.body
+        ]
+        lines.append("  " + " | ".join(pieces))
+    return "\n".join(lines)
+
+
+class ClipSuitePromptTokens:
+    """Prompt Tokens (CLIP Suite): token counts and chunk boundaries of a prompt."""
+
+    DESCRIPTION = (
+        "Shows how a prompt is tokenized and cut into 77-token chunks (75 prompt tokens each): the token count, "
+        "each chunk's tokens and where it ends. Same rules as the CLIP Suite encoders; no model needed."
+    )
+    CATEGORY = common.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("report",)
+    OUTPUT_TOOLTIPS = ("The report: chunks with their tokens and counts (one line per chunk, then its tokens).",)
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text": common.text_input("The prompt to analyse (weights and BREAK as the encoders read them)."),
+                **common.chunking_inputs(),
+            }
+        }
+
+    def report(self, text, chunking, comma_backtrack):
+        report = token_report(text, chunking, comma_backtrack)
+        return {"ui": {"text": [report]}, "result": (report,)}

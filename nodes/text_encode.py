@@ -1,0 +1,107 @@
+"""``ClipSuiteTextEncode`` and ``ClipSuiteTextEncodeSDXL``: prompts to CONDITIONING with CLIP skip.
+
+The node methods only convert inputs to :class:`EncodeSettings`, call ``encode_prompt`` and package the
+result as ComfyUI's samplers take it: ``[[cond (1, 77*chunks, C), {"pooled_output": (1, P), ...}]]``.
+"""
+
+from __future__ import annotations
+
+from ..clip_impl.encode import EncodeSettings, encode_prompt
+from . import common, host
+from .native_clip import native_layer_note
+
+_CONDITIONING_TOOLTIP = "Conditioning for KSampler's positive or negative input (as CLIPTextEncode's)."
+
+
+def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = None, families=None):
+    """Encode with the host: (EncodedText with cond/pooled on ComfyUI's intermediate device, status text)."""
+    h = host.get_host()
+    hosted = h.clip_for(clip)
+    family = hosted.model.family
+    if families is not None and family.name not in families:
+        raise ValueError(
+            f"clip input holds {family.label} text encoders; this node is for SDXL (CLIP-L + CLIP-G). "
+            "Use 'CLIP Text Encode (CLIP skip, long prompts)' for other models"
+        )
+    h.prepare(hosted)
+    out = encode_prompt(hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted))
+    out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
+    notes = [native_layer_note(hosted.native_layer, family.name, settings.clip_skip)]
+    if text_l and family.name != "sdxl":
+        notes.append(f"text_l is unused: {family.label} has no CLIP-L")
+    return out, common.status_text(out, settings.clip_skip, family.label, notes)
+
+
+class ClipSuiteTextEncode:
+    """CLIP Text Encode (CLIP skip, long prompts): one prompt for any SD1.x/SD2.x/SDXL text encoder."""
+
+    DESCRIPTION = (
+        "Encodes a prompt like CLIPTextEncode, with a CLIP-skip setting that means the same on every model "
+        "(0 = the model's native layer), prompts of any length in 77-token chunks, BREAK, and ComfyUI or A1111 "
+        "weighting. Shows the layers used, the chunk count and warnings on the node."
+    )
+    CATEGORY = common.CATEGORY
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = (_CONDITIONING_TOOLTIP,)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
+                "text": common.text_input("The prompt. BREAK starts a new 77-token chunk; (word:1.2) weights a word."),
+                "clip_skip": common.clip_skip_input(),
+                **common.chunking_inputs(),
+                **common.encode_options(),
+            }
+        }
+
+    def encode(self, clip, text, clip_skip, chunking, comma_backtrack, weighting, pooled, empty_prompt):
+        settings = EncodeSettings(clip_skip, "both", chunking, comma_backtrack, weighting, pooled, empty_prompt)
+        out, status = run_encode(clip, text, settings)
+        conditioning = [[out.cond, {"pooled_output": out.pooled}]]
+        return {"ui": {"text": [status]}, "result": (conditioning,)}
+
+
+class ClipSuiteTextEncodeSDXL:
+    """SDXL Text Encode (CLIP skip, long prompts): CLIPTextEncodeSDXL with CLIP skip and long prompts."""
+
+    DESCRIPTION = (
+        "SDXL's CLIPTextEncodeSDXL with CLIP skip (0 = SDXL's native penultimate layer; applied to both towers or "
+        "one), prompts of any length, BREAK, ComfyUI or A1111 weighting, and an optional separate CLIP-L prompt. "
+        "Adds the size conditioning (width, height, crops, target size) to the pooled output."
+    )
+    CATEGORY = common.CATEGORY
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = (_CONDITIONING_TOOLTIP + " Carries SDXL's size conditioning.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
+                "text_g": common.text_input("The prompt (CLIPTextEncodeSDXL's text_g): for CLIP-G, and for CLIP-L too when text_l is empty."),
+                "text_l": common.text_input(
+                    "A separate prompt for CLIP-L (CLIPTextEncodeSDXL's text_l). Empty: use text_g, as A1111, Forge "
+                    "and diffusers (one prompt for both towers) do."
+                ),
+                "clip_skip": common.clip_skip_input(),
+                "clip_skip_applies_to": common.applies_to_input(),
+                **common.chunking_inputs(),
+                **common.encode_options(),
+                **common.size_inputs(),
+            }
+        }
+
+    def encode(self, clip, text_g, text_l, clip_skip, clip_skip_applies_to, chunking, comma_backtrack, weighting,
+               pooled, empty_prompt, width, height, crop_w, crop_h, target_width, target_height):
+        settings = EncodeSettings(
+            clip_skip, clip_skip_applies_to, chunking, comma_backtrack, weighting, pooled, empty_prompt
+        )
+        out, status = run_encode(clip, text_g, settings, text_l=text_l, families=("sdxl", "sdxl_refiner"))
+        extra = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
+                 "target_width": target_width, "target_height": target_height}
+        conditioning = [[out.cond, {"pooled_output": out.pooled, **extra}]]
+        return {"ui": {"text": [status]}, "result": (conditioning,)}

@@ -1,0 +1,97 @@
+"""Every node's class-attribute API is complete and valid, and matches the contract in DESIGN 3."""
+
+import inspect
+
+import pytest
+
+from clip_suite.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+# DESIGN 3: ids, display names and input names are a public interface (saved workflows use them).
+CONTRACT = {
+    "ClipSuiteLoader": ("Load CLIP (CLIP Suite)", ["model", "model_2", "architecture", "precision", "device"], ("CLIP_SUITE",)),
+    "ClipSuiteTextEncode": (
+        "CLIP Text Encode (CLIP skip, long prompts)",
+        ["clip", "text", "clip_skip", "chunking", "comma_backtrack", "weighting", "pooled", "empty_prompt"],
+        ("CONDITIONING",),
+    ),
+    "ClipSuiteTextEncodeSDXL": (
+        "SDXL Text Encode (CLIP skip, long prompts)",
+        ["clip", "text_g", "text_l", "clip_skip", "clip_skip_applies_to", "chunking", "comma_backtrack", "weighting",
+         "pooled", "empty_prompt", "width", "height", "crop_w", "crop_h", "target_width", "target_height"],
+        ("CONDITIONING",),
+    ),
+    "ClipSuitePromptTokens": ("Prompt Tokens (CLIP Suite)", ["text", "chunking", "comma_backtrack"], ("STRING",)),
+}
+ENUMS = {
+    "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
+    "precision": (["auto", "fp32", "fp16", "bf16"], "auto"),
+    "device": (["auto", "cpu", "gpu"], "auto"),
+    "chunking": (["comfy", "a1111"], "comfy"),
+    "weighting": (["comfy", "a1111", "a1111_no_norm", "none"], "comfy"),
+    "pooled": (["first_chunk", "mean"], "first_chunk"),
+    "empty_prompt": (["encode", "zeros"], "encode"),
+    "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
+}
+INTS = {  # name: (default, min, max)
+    "clip_skip": (0, -1, 30),
+    "comma_backtrack": (20, 0, 74),
+    "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
+    "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
+}
+TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING"}
+
+
+def test_contract_ids_and_display_names():
+    assert set(NODE_CLASS_MAPPINGS) == set(CONTRACT)
+    for node_id, (display, _inputs, _outputs) in CONTRACT.items():
+        assert NODE_DISPLAY_NAME_MAPPINGS[node_id] == display
+
+
+@pytest.mark.parametrize("node_id", sorted(CONTRACT))
+def test_input_types_valid(node_id, standalone):
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    _display, inputs, outputs = CONTRACT[node_id]
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}
+    required = spec["required"]
+    assert list(required) == inputs, "input names and order are the contract"
+    for name, entry in required.items():
+        assert isinstance(entry, tuple) and len(entry) == 2, f"{name}: (type, options) expected"
+        kind, opts = entry
+        assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 20, f"{name}: tooltip missing"
+        if name in ENUMS:
+            values, default = ENUMS[name]
+            assert kind == values and opts["default"] == default, name
+        elif name in INTS:
+            default, lo, hi = INTS[name]
+            assert kind == "INT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
+            assert opts["min"] <= opts["default"] <= opts["max"]
+        elif name in TYPES:
+            assert kind == TYPES[name], name
+            if kind == "STRING":
+                assert opts.get("multiline") is True
+        elif name in ("model", "model_2"):
+            assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
+            assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
+        else:
+            pytest.fail(f"{node_id}.{name} is not covered by this test")
+
+
+@pytest.mark.parametrize("node_id", sorted(CONTRACT))
+def test_class_attributes(node_id):
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    _display, inputs, outputs = CONTRACT[node_id]
+    assert cls.CATEGORY == "CLIP Suite"
+    assert cls.RETURN_TYPES == outputs
+    assert len(cls.OUTPUT_TOOLTIPS) == len(outputs) and all(cls.OUTPUT_TOOLTIPS)
+    assert len(getattr(cls, "RETURN_NAMES", outputs)) == len(outputs)
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    method = getattr(cls, cls.FUNCTION)
+    params = list(inspect.signature(method).parameters)[1:]
+    assert params == inputs, "the function takes exactly the inputs, as ComfyUI passes them by name"
+
+
+def test_tooltips_translate_clip_skip(standalone):
+    tip = NODE_CLASS_MAPPINGS["ClipSuiteTextEncode"].INPUT_TYPES()["required"]["clip_skip"][1]["tooltip"]
+    for phrase in ("'Clip skip 2' = 1", "CLIPSetLastLayer -N = clip_skip N-2", "diffusers", "sdxl_clip_l_skip"):
+        assert phrase in tip
