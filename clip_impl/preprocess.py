@@ -99,30 +99,49 @@ def preprocess_images(images: torch.Tensor, size: int, device=None, dtype=torch.
     return torch.cat(out)
 
 
-def load_image_file(path: str | os.PathLike) -> torch.Tensor:
-    """An image file (PNG, JPEG, WebP, ... as pillow reads it) as a float IMAGE [1, H, W, 3] in 0..1.
+def open_image(path: str | os.PathLike):
+    """Open and decode an image file with pillow (decoded now, so later reads cannot fail half-way).
 
-    The EXIF orientation is applied (as ComfyUI's LoadImage does); the first frame of an animation is
-    used; alpha is dropped; 16-bit greyscale PNGs keep their precision. Raises ValueError naming the file.
+    Raises ValueError naming the file when it is missing, not an image, truncated or too large.
     """
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG
-                arr = np.asarray(img, dtype=np.float32) / 65535.0
-                arr = np.clip(arr, 0.0, 1.0)[..., None]
-            else:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        img = Image.open(path)
+        img.load()
+        return img
     except FileNotFoundError as e:
         raise ValueError(f"{path}: file not found") from e
     except UnidentifiedImageError as e:
         raise ValueError(f"{path}: not an image pillow can read (corrupt, or not PNG/JPEG/WebP)") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: cannot read the image ({e})") from e
+
+
+def image_to_tensor(img) -> torch.Tensor:
+    """A decoded pillow image as a float IMAGE [1, H, W, 3] in 0..1.
+
+    The EXIF orientation is applied (as ComfyUI's LoadImage does); the first frame of an animation is
+    used; alpha is dropped; 16-bit greyscale PNGs keep their precision.
+    """
+    import numpy as np
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG
+        arr = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)[..., None]
+    else:
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     if arr.size == 0:
-        raise ValueError(f"{path}: the image is empty (0 pixels)")
+        raise ValueError(f"{getattr(img, 'filename', '') or 'image'}: the image is empty (0 pixels)")
     tensor = torch.from_numpy(np.ascontiguousarray(arr))[None]
     return tensor.expand(-1, -1, -1, 3) if tensor.shape[-1] == 1 else tensor
+
+
+def load_image_file(path: str | os.PathLike) -> torch.Tensor:
+    """An image file (PNG, JPEG, WebP, ... as pillow reads it) as a float IMAGE [1, H, W, 3] in 0..1."""
+    img = open_image(path)
+    try:
+        return image_to_tensor(img)
+    finally:
+        img.close()
