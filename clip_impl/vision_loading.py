@@ -12,7 +12,8 @@ Layouts (DESIGN 6):
 
 The patch size comes from the conv weight, the image size from the number of positions, the width and
 depth from the tensors; head count and activation from the matching preset (``vision_tower.py``), or
-``config.json`` in Hugging Face folders. Unknown sizes (small test models) get 64-wide heads and quick_gelu.
+``config.json`` in Hugging Face folders. Sizes of no known CLIP (small test models) get 64-wide heads and
+the activation of the text tower they pair with.
 
 Pairing: a vision tower scores against the text tower of the same CLIP. In a full CLIP file that is the
 file's own text tower; a ``clip_vision`` file pairs with a text encoder from the other file whose
@@ -63,14 +64,17 @@ class VisionSource:
     image_size: int
     projection_dim: int | None
 
-    def config(self, hf_config: dict | None = None) -> VisionTowerConfig:
-        """The tower config: a preset when the shape is a known CLIP's, with config.json overrides."""
+    def config(self, hf_config: dict | None = None, activation: str = "quick_gelu") -> VisionTowerConfig:
+        """The tower config: a preset when the shape is a known CLIP's, with config.json overrides.
+
+        ``activation`` is used for sizes of no known CLIP: the paired text tower's (a CLIP uses one
+        activation in both towers)."""
         shape = (self.width, self.layers, self.patch, self.image_size, self.mlp_width)
         preset = next((p for p in VISION_PRESETS if (p.width, p.layers, p.patch, p.image_size, p.mlp_width) == shape), None)
         if preset is not None:
             cfg = preset.with_shape(projection_dim=self.projection_dim)
         else:
-            heads, act = _WIDTH_DEFAULTS.get(self.width, (max(1, self.width // 64), "quick_gelu"))
+            heads, act = _WIDTH_DEFAULTS.get(self.width, (max(1, self.width // 64), activation))
             name = f"ViT {self.width}x{self.layers} /{self.patch} {self.image_size}px"
             cfg = VisionTowerConfig(name, *shape[:2], heads, self.mlp_width, self.patch, self.image_size, act, self.projection_dim)
         hf = (hf_config or {}).get("vision_config") or hf_config or {}
@@ -177,7 +181,17 @@ def find_vision(readers: list[WeightReader], found_text_towers: list, precision:
     # A full CLIP keeps text and vision side by side (HF: one prefix; OpenCLIP: "visual." under the text's).
     # An SD2 unCLIP checkpoint also holds both, at unrelated prefixes: it stays an SD2.x model.
     full_clip = text[0] is reader and src.prefix in (text[1].prefix, text[1].prefix + "visual.")
-    return VisionMatch(_shared_vision(reader, src, precision, device), text, full_clip)
+    cfg = src.config(reader.config_for(src.prefix), _text_activation(*text))
+    return VisionMatch(_shared_vision(reader, src, cfg, precision, device), text, full_clip)
+
+
+def _text_activation(reader: WeightReader, src) -> str:
+    """The activation the loader will give the paired text tower (its preset, or its config.json)."""
+    hf = reader.config_for(src.prefix)
+    hf = hf.get("text_config") or hf
+    if hf.get("hidden_act") in ("gelu", "quick_gelu"):
+        return hf["hidden_act"]
+    return src.config(src.family if src.family != "?" else "l").activation
 
 
 def _widths_agree(text_width: int, vision_width: int) -> bool:
@@ -215,12 +229,12 @@ def _pair(reader: WeightReader, src: VisionSource, where: str, found: list) -> t
     )
 
 
-def _shared_vision(reader, src, precision, device) -> VisionTower:
-    key = (_file_identity(reader), src.prefix, precision, str(torch.device(device)))
+def _shared_vision(reader, src, cfg, precision, device) -> VisionTower:
+    key = (_file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)))
     with _SHARED_LOCK:
         tower = _SHARED.get(key)
         if tower is None:
-            tower = build_vision_tower(reader, src, precision, device)
+            tower = build_vision_tower(reader, src, precision, device, cfg)
             _SHARED[key] = tower
     return tower
 
@@ -262,9 +276,9 @@ def to_vision_state_dict(src: VisionSource, tensors: dict) -> dict:
     return fuse_qkv(out)
 
 
-def build_vision_tower(reader: WeightReader, src: VisionSource, precision: str, device) -> VisionTower:
+def build_vision_tower(reader: WeightReader, src: VisionSource, precision: str, device, cfg=None) -> VisionTower:
     """Read the vision tower's tensors and build it (meta device first, weights assigned, no random init)."""
-    cfg = src.config(reader.config_for(src.prefix))
+    cfg = cfg or src.config(reader.config_for(src.prefix))
     where = reader.name + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes)))
     device = torch.device(device)
