@@ -30,6 +30,7 @@ TEXT_CACHE = ByteLRUCache(32 * 1024 * 1024)  # (tower, token ids) -> normalised 
 # ComfyUI embedding references: a word starting with "embedding:" (up to a space or comma).
 _EMBEDDING_REF = re.compile(r"(?<![^\s,])embedding:[^\s,]+")
 _SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"[^\s!-/:-@\[-`{-~]")  # anything but whitespace and ASCII punctuation (emoji count)
 _SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?])")  # "in , snow" (a removed reference) -> "in, snow"
 
 
@@ -51,7 +52,7 @@ def prepare_prompt(text: str, syntax: str = "comfy") -> ScoringPrompt:
     segments = parse_prompt(text, syntax)
     words = " ".join(_EMBEDDING_REF.sub(" ", seg.text) for seg in segments if not seg.is_break)
     cleaned = _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", words)).strip()
-    if not cleaned:
+    if not _WORD.search(cleaned):  # nothing but punctuation left (e.g. "embedding:a, embedding:b")
         raise ValueError(
             f"prompt {text[:60]!r} has no words to score (empty, or only weighting syntax, BREAK and embeddings)"
         )
