@@ -101,7 +101,10 @@ def prompt_from_parameters(params: str) -> str:
 
 
 def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+    """A link in an API graph: [source node id, output index]."""
+    if not (isinstance(value, list) and len(value) == 2):
+        return False
+    return isinstance(value[0], (str, int)) and isinstance(value[1], int)
 
 
 def _conditioning_links(inputs: dict) -> list:

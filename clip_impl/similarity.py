@@ -77,7 +77,8 @@ def scoring_towers(model: ClipModel):
     vision = model.vision
     role = model.extra.get("vision_text")
     if role is None:  # a bundle built by hand: the text tower whose projection matches
-        role = next((r for r, t in model.towers.items() if t.config.projection_dim == vision.config.projection_dim), None)
+        dim = vision.config.projection_dim
+        role = next((r for r, t in model.towers.items() if t.config.projection_dim == dim), None)
     tower = model.towers.get(role)
     if tower is None or tower.text_projection is None:
         raise ValueError(

@@ -76,7 +76,10 @@ class VisionSource:
         else:
             heads, act = _WIDTH_DEFAULTS.get(self.width, (max(1, self.width // 64), activation))
             name = f"ViT {self.width}x{self.layers} /{self.patch} {self.image_size}px"
-            cfg = VisionTowerConfig(name, *shape[:2], heads, self.mlp_width, self.patch, self.image_size, act, self.projection_dim)
+            cfg = VisionTowerConfig(
+                name, self.width, self.layers, heads, self.mlp_width, self.patch, self.image_size, act,
+                self.projection_dim,
+            )
         hf = (hf_config or {}).get("vision_config") or hf_config or {}
         if hf.get("hidden_act") in ("gelu", "quick_gelu"):
             cfg = cfg.with_shape(activation=hf["hidden_act"])
@@ -166,7 +169,9 @@ def find_vision(readers: list[WeightReader], found_text_towers: list, precision:
         return None
     if len(sources) > 1:
         names = " and ".join(f"{r.name}" + (f" ({s.prefix.rstrip('.')})" if s.prefix else "") for r, s in sources)
-        raise ModelFileError(f"{names} hold two vision towers; give one full CLIP, or one text encoder + one clip_vision file")
+        raise ModelFileError(
+            f"{names} hold two vision towers; give one full CLIP, or one text encoder + one clip_vision file"
+        )
     reader, src = sources[0]
     where = reader.name + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     if src.projection_dim is None:

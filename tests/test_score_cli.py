@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-import tiny_models as tm
 from clip_suite.clip_impl.cli import main
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.preprocess import load_image_file
