@@ -51,6 +51,11 @@ _SHARED: "weakref.WeakValueDictionary[tuple, VisionTower]" = weakref.WeakValueDi
 _SHARED_LOCK = threading.Lock()
 
 
+def _shape(cfg) -> tuple:
+    """What the tensors tell about a tower: (width, layers, patch, image size, MLP width)."""
+    return (cfg.width, cfg.layers, cfg.patch, cfg.image_size, cfg.mlp_width)
+
+
 @dataclass(frozen=True)
 class VisionSource:
     """A vision tower found in a file: layout, key prefix and shape."""
@@ -69,8 +74,8 @@ class VisionSource:
 
         ``activation`` is used for sizes of no known CLIP: the paired text tower's (a CLIP uses one
         activation in both towers)."""
-        shape = (self.width, self.layers, self.patch, self.image_size, self.mlp_width)
-        preset = next((p for p in VISION_PRESETS if (p.width, p.layers, p.patch, p.image_size, p.mlp_width) == shape), None)
+        shape = _shape(self)
+        preset = next((p for p in VISION_PRESETS if _shape(p) == shape), None)
         if preset is not None:
             cfg = preset.with_shape(projection_dim=self.projection_dim)
         else:
