@@ -18,6 +18,7 @@ import csv
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -108,27 +109,37 @@ def _read(path: str, size: int, fixed_prompt, vision) -> tuple:
     return pixels, raw, prompt
 
 
-def _score_batch(model, batch: list[str], fixed_prompt) -> list[tuple]:
-    """Rows (path, prompt, score, error) for a batch of image paths; the vision tower runs once."""
-    text_tower, vision = scoring_towers(model)
-    rows, ok = [], []
+@dataclass
+class _Row:
+    """One image's outcome: the prompt as found, and its cosine or the reason it has none."""
+
+    path: str
+    prompt: str
+    error: str = ""
+    cosine: float | None = None
+    truncated: bool = False
+
+
+def _score_batch(model, batch: list[str], fixed_prompt) -> list[_Row]:
+    """One row per image path of the batch, in order; the vision tower runs once for the batch."""
+    _, vision = scoring_towers(model)
+    rows, pixels, texts = [], [], []
     for path in batch:
         try:
-            pixels, raw, prompt = _read(path, vision.config.image_size, fixed_prompt, vision)
-            ok.append((len(rows), pixels, text_embedding(model, prompt), prompt))
-            rows.append([path, raw, None, ""])
+            pix, raw, prompt = _read(path, vision.config.image_size, fixed_prompt, vision)
+            texts.append(text_embedding(model, prompt))
+            pixels.append(pix)
+            rows.append(_Row(path, raw, truncated=bool(prompt.notes)))
         # pillow raises many exception types on malformed files; each becomes that image's error row.
         except Exception as e:  # noqa: BLE001
             reason = str(e) if isinstance(e, ValueError) else f"cannot read the image ({type(e).__name__}: {e})"
             raw = fixed_prompt.text if fixed_prompt is not None else ""
-            rows.append([path, raw, None, reason.replace(f"{path}: ", "", 1)])
-    if ok:
-        images = pixel_embeddings(vision, torch.cat([item[1] for item in ok]))
-        texts = torch.stack([item[2].to(images.device) for item in ok])
-        cosines = (images * texts).sum(dim=-1)
-        for (index, _, _, prompt), cos in zip(ok, cosines):
-            rows[index][2] = float(cos)
-            rows[index].append(prompt)
+            rows.append(_Row(path, raw, error=reason.replace(f"{path}: ", "", 1)))
+    if pixels:
+        images = pixel_embeddings(vision, torch.cat(pixels))
+        cosines = (images * torch.stack([t.to(images.device) for t in texts])).sum(dim=-1).tolist()
+        for row, cos in zip([r for r in rows if not r.error], cosines):
+            row.cosine = cos
     return rows
 
 
@@ -138,6 +149,9 @@ def run(args) -> int:
     if args.model_2 and not os.path.exists(args.model_2):
         raise ValueError(f"--model-2 {args.model_2} does not exist")
     fixed = prepare_prompt(args.prompt, _SYNTAXES[args.weighting]) if args.prompt is not None else None
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if args.out != "-" and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {args.out}: the folder {out_dir} does not exist")
     paths = collect_images(args.images)
     if not paths:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
@@ -167,20 +181,17 @@ def _write_rows(model, paths, fixed, args, name, out) -> tuple[list[float], int]
         for start in range(0, len(paths), args.batch_size):
             batch = paths[start : start + args.batch_size]
             for row in _score_batch(model, batch, fixed):
-                path, raw, cos, error = row[:4]
                 score = ""
-                if cos is not None:
-                    value = float(apply_scale(torch.tensor(cos), args.scale))
+                if row.cosine is not None:
+                    value = float(apply_scale(torch.tensor(row.cosine), args.scale))
                     scores.append(value)
                     score = f"{value:.6f}"
-                    truncated += bool(fixed is None and row[4].notes)
-                writer.writerow([path, raw, score, name, error])
+                    truncated += row.truncated
+                writer.writerow([row.path, row.prompt, score, name, row.error])
             out.flush()  # rows so far survive an interrupted run
             progress.advance(len(batch))
     finally:
         progress.close()
-    if fixed is not None and fixed.notes:
-        truncated = len(scores)
     return scores, truncated
 
 

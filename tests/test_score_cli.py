@@ -203,3 +203,14 @@ def test_bad_arguments_exit_2(vision_dir, tmp_path, extra):
     with pytest.raises(SystemExit) as e:
         main(["score", "--model", str(vision_dir / "clip_hf.safetensors"), *extra, "--out", str(tmp_path / "o.csv"), "x.png"])
     assert e.value.code == 2
+
+
+def test_truncated_prompts_are_counted_and_bad_out_folder(vision_dir, image_folder, capsys, tmp_path):
+    folder, _ = image_folder
+    model = str(vision_dir / "clip_hf.safetensors")
+    long = " ".join(["fox"] * 90)
+    assert main(["score", "--model", model, "--prompt", long, "--out", "-", str(folder / "plain_0.png")]) == 0
+    assert "1 scored with a prompt truncated to 75 tokens" in capsys.readouterr().err
+    bad = str(tmp_path / "no_such_folder" / "o.csv")
+    assert main(["score", "--model", model, "--prompt", "x", "--out", bad, str(folder / "plain_0.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
