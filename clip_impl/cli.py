@@ -134,6 +134,8 @@ def run_encode(args) -> int:
 def main(argv=None) -> int:
     """Entry point; returns the exit code (2 on bad input)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from . import score_cli  # noqa: F401  (registers the score subcommand in SUBCOMMANDS)
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "tokens":

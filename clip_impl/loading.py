@@ -18,6 +18,7 @@ import os
 import threading
 import uuid
 import weakref
+from dataclasses import replace
 
 import torch
 
@@ -56,11 +57,14 @@ def load_clip(
     architecture: str = "auto",
     precision: str = "auto",
     device: str | torch.device = "cpu",
-    with_vision: bool = False,
+    with_vision: bool | str = "auto",
     storage_dtype: torch.dtype | None = None,
 ) -> ClipModel:
     """Load the text towers (and a vision tower, if present) of one or two files/folders.
 
+    ``with_vision``: "auto" loads a vision tower when the files hold one (a full CLIP, or a text encoder
+    plus a clip_vision file of the same CLIP), True requires one (an error says what to add), False never
+    loads one. ``model.extra["vision_text"]`` names the text tower the vision tower pairs with.
     ``storage_dtype`` (optional) overrides the dtype the weights are kept in, not the compute dtype nor
     the fp16 rounding of ``auto``: a host that loads on one device and runs on another (ComfyUI: load on
     the CPU, run on the GPU) picks the storage for the device the towers will run on.
@@ -72,13 +76,16 @@ def load_clip(
     dtypes_for(precision, device)
     readers = [WeightReader(p) for p in paths]
     found = [(r, src) for r in readers for src in find_text_towers(r.shapes)]
-    vision = None
+    match = None
     if with_vision:
-        from .vision_loading import find_vision
+        from .vision_loading import find_vision, no_vision_message
 
-        vision = find_vision(readers, found, precision, device)
+        match = find_vision(readers, found, precision, device, storage_dtype)
+        if match is None and with_vision is True:
+            raise ModelFileError(no_vision_message(readers))
+    vision = match.tower if match is not None else None
     if not found:
-        if vision is not None:
+        if match is not None:
             names = ", ".join(r.name for r in readers)
             raise ModelFileError(
                 f"{names} holds a vision tower but no text encoder: pair it with the text encoder of the same "
@@ -86,12 +93,14 @@ def load_clip(
             )
         raise ModelFileError(_no_tower_message(readers))
     _check_complete(readers, found)
-    family, assignment = _assign(found, architecture, vision is not None)
+    family, assignment = _assign(found, architecture, match is not None and match.full_clip)
     towers = {}
     for role, (reader, src) in assignment.items():
         _check_shape(reader, src, role, family.label)
         towers[role] = _shared_tower(reader, src, role, precision, device, storage_dtype)
     model = ClipModel(family, towers, vision, tuple(paths), precision)
+    if match is not None:
+        model.extra["vision_text"] = match.text_role(assignment)
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
 
@@ -119,7 +128,7 @@ def _no_tower_message(readers) -> str:
     )
 
 
-def _assign(found, architecture: str, has_vision: bool):
+def _assign(found, architecture: str, full_clip: bool):
     """Pick the family and map tower roles ("l", "g", "h") to sources."""
     by_role: dict[str, list] = {}
     for reader, src in found:
@@ -134,8 +143,11 @@ def _assign(found, architecture: str, has_vision: bool):
     roles = set(by_role)
     unknown = sorted(by_role.get("?", []), key=lambda rs: (rs[1].width, rs[1].layers))
     if architecture == "auto":
-        architecture = _guess_architecture(roles - {"?"}, unknown, has_vision)
+        architecture = _guess_architecture(roles - {"?"}, unknown, full_clip)
     family = FAMILIES[architecture]
+    known = sorted(roles - {"?"})
+    if family.name == "clip" and len(known) == 1:  # a full CLIP's one text tower, whichever CLIP it is
+        family = replace(family, towers=(known[0],), pooled_tower=known[0])
     assignment = {}
     for role in family.towers:
         if role in by_role:
@@ -152,16 +164,18 @@ def _assign(found, architecture: str, has_vision: bool):
     return family, assignment
 
 
-def _guess_architecture(roles: set, unknown: list, has_vision: bool) -> str:
+def _guess_architecture(roles: set, unknown: list, full_clip: bool) -> str:
     """The family for towers whose roles are known, plus towers that neither position nor width place.
 
     Unplaced towers only occur in small test models; two towers are taken as SDXL (the narrower, or
     shallower, one is CLIP-L), one HF-layout tower as SD1.x.
     """
+    if full_clip and len(roles) + len(unknown) == 1:  # a full image-text CLIP (text + vision in one file)
+        return "clip"
     if len(roles) + len(unknown) == 2 and roles <= {"l", "g"}:
         return "sdxl"
     if unknown and not roles and len(unknown) == 1 and unknown[0][1].layout != "openclip":
-        return "clip" if has_vision else "sd1"
+        return "clip" if full_clip else "sd1"
     if unknown:
         reader, src = unknown[0]
         raise ModelFileError(
@@ -169,7 +183,7 @@ def _guess_architecture(roles: set, unknown: list, has_vision: bool) -> str:
             "set architecture (sd1, sd2, sdxl, sdxl_refiner)"
         )
     architecture = {
-        frozenset("l"): "clip" if has_vision else "sd1",
+        frozenset("l"): "clip" if full_clip else "sd1",
         frozenset("h"): "sd2",
         frozenset("g"): "sdxl_refiner",
         frozenset("lg"): "sdxl",
@@ -220,6 +234,22 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
+def convert_weights(sd: dict, precision: str, device, storage_dtype, where: str) -> torch.dtype:
+    """Convert a state dict in place to the precision's storage dtype (fp16-rounded for ``auto``) on
+    ``device``, refusing NaN/inf; returns the compute dtype. ``where`` names the file in errors."""
+    device = torch.device(device)
+    storage, compute, round_fp16 = dtypes_for(precision, device)
+    storage = storage_dtype or storage
+    for name, t in sd.items():
+        if round_fp16 and t.is_floating_point():
+            t = t.to(torch.float16)
+        t = t.to(device=device, dtype=storage) if t.is_floating_point() else t.to(device)
+        if not all_finite(t):
+            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
+        sd[name] = t
+    return compute
+
+
 def build_text_tower(
     reader: WeightReader, src: TowerSource, role: str, precision: str, device, storage_dtype=None
 ) -> TextTower:
@@ -230,6 +260,7 @@ def build_text_tower(
     """
     cfg = src.config(role)
     hf_cfg = reader.config_for(src.prefix)
+    hf_cfg = hf_cfg.get("text_config") or hf_cfg  # a CLIPModel folder nests the text tower's config
     if hf_cfg.get("hidden_act") in ("gelu", "quick_gelu"):
         cfg = cfg.with_shape(activation=hf_cfg["hidden_act"])
     if hf_cfg.get("num_attention_heads"):
@@ -240,17 +271,8 @@ def build_text_tower(
     sd = to_tower_state_dict(src, tensors)
     if not src.has_projection:
         sd.pop("text_projection.weight", None)
-    device = torch.device(device)
-    storage, compute, round_fp16 = dtypes_for(precision, device)
-    storage = storage_dtype or storage
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
-    for name, t in sd.items():
-        if round_fp16:
-            t = t.to(torch.float16)
-        t = t.to(device=device, dtype=storage)
-        if not all_finite(t):
-            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
-        sd[name] = t
+    compute = convert_weights(sd, precision, device, storage_dtype, where)
     with torch.device("meta"):
         tower = TextTower(cfg)
     try:

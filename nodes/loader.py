@@ -53,6 +53,7 @@ class ClipSuiteLoader:
     def load(self, model, model_2, architecture, precision, device):
         h = host.get_host()
         paths = [h.resolve_model(model)] + ([h.resolve_model(model_2)] if model_2 != NONE else [])
-        with_vision = any(c.startswith("clip_vision/") for c in (model, model_2))
+        # A clip_vision file must give a vision tower; a full CLIP file brings its own ("auto").
+        with_vision = True if any(c.startswith("clip_vision/") for c in (model, model_2)) else "auto"
         hosted = h.load(paths, architecture, precision, device, with_vision=with_vision)
         return {"ui": {"text": [hosted.model.describe()]}, "result": (hosted,)}

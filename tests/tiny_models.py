@@ -119,3 +119,108 @@ def write_diffusers(folder, l_model, g_model=None) -> Path:
         (folder / name / "config.json").write_text(json.dumps(model.config.to_dict()))
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     return folder
+
+
+# ------------------------------------------------------------------------------------------- vision towers
+# Tiny ViTs from transformers' CLIPVisionModelWithProjection (the independent reference): 64-wide heads as
+# the loader assumes for widths of no known CLIP, 8-pixel patches on 32x32 (or 48x48, the "336" variant).
+V_WIDTH = 128
+
+
+def vision_model(width=V_WIDTH, layers=3, patch=8, image_size=32, projection=64, act="quick_gelu", seed=10):
+    """A random HF vision tower; weights rounded to fp16 as in ``text_model``."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=width // 64,
+        image_size=image_size,
+        patch_size=patch,
+        hidden_act=act,
+        projection_dim=projection,
+    )
+    model = CLIPVisionModelWithProjection(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+            p.copy_(p.half().float())
+    return model
+
+
+def hf_vision_state(vmodel, prefix="", projection=True, position_ids=False) -> dict:
+    """HF layout (CLIPVisionModelWithProjection, ComfyUI clip_vision files, CLIPModel's vision half).
+
+    ``position_ids``: add the int64 buffer older transformers versions saved (real files carry it)."""
+    sd = {prefix + k: v.detach().clone().contiguous() for k, v in vmodel.state_dict().items()}
+    if not projection:
+        sd = {k: v for k, v in sd.items() if "visual_projection" not in k}
+    if position_ids:
+        n = vmodel.config.image_size // vmodel.config.patch_size
+        sd[prefix + "vision_model.embeddings.position_ids"] = torch.arange(n * n + 1)[None]
+    return sd
+
+
+def openclip_vision_state(vmodel, prefix="visual.", projection=True) -> dict:
+    """The same vision tower in OpenCLIP names (conv1, ln_pre/ln_post, fused in_proj, x @ proj)."""
+    sd = vmodel.state_dict()
+    v = "vision_model."
+    out = {
+        "class_embedding": sd[v + "embeddings.class_embedding"],
+        "conv1.weight": sd[v + "embeddings.patch_embedding.weight"],
+        "positional_embedding": sd[v + "embeddings.position_embedding.weight"],
+        "ln_pre.weight": sd[v + "pre_layrnorm.weight"],
+        "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
+        "ln_post.weight": sd[v + "post_layernorm.weight"],
+        "ln_post.bias": sd[v + "post_layernorm.bias"],
+    }
+    if projection:
+        out["proj"] = sd["visual_projection.weight"].t()
+    for i in range(vmodel.config.num_hidden_layers):
+        hf = f"{v}encoder.layers.{i}."
+        oc = f"transformer.resblocks.{i}."
+        for a, b in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj")):
+            for s in ("weight", "bias"):
+                out[f"{oc}{b}.{s}"] = sd[f"{hf}{a}.{s}"]
+        for s, o in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
+            out[f"{oc}attn.{o}"] = torch.cat([sd[f"{hf}self_attn.{n}_proj.{s}"] for n in "qkv"])
+    return {prefix + k: t.detach().clone().contiguous() for k, t in out.items()}
+
+
+def write_hf_clip(path, tmodel, vmodel) -> Path:
+    """A full CLIP in transformers' CLIPModel layout (text + vision + logit_scale, old position_ids too)."""
+    sd = {**hf_state(tmodel), **hf_vision_state(vmodel, position_ids=True)}
+    sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    sd["logit_scale"] = torch.tensor(4.6052)
+    return save(path, sd)
+
+
+def write_hf_clip_folder(folder, tmodel, vmodel) -> Path:
+    """A Hugging Face CLIPModel folder: model.safetensors + config.json with nested text/vision configs."""
+    folder = Path(folder)
+    write_hf_clip(folder / "model.safetensors", tmodel, vmodel)
+    config = {
+        "model_type": "clip",
+        "text_config": tmodel.config.to_dict(),
+        "vision_config": vmodel.config.to_dict(),
+        "projection_dim": vmodel.config.projection_dim,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_openclip_clip(path, tmodel, vmodel) -> Path:
+    """A full CLIP in OpenCLIP/OpenAI checkpoint names (text at the top level, vision under visual.)."""
+    sd = {**openclip_state(tmodel), **openclip_vision_state(vmodel)}
+    sd["logit_scale"] = torch.tensor(4.6052)
+    return save(path, sd)
+
+
+def write_clip_vision(path, vmodel, layout="hf", projection=True) -> Path:
+    """A ComfyUI clip_vision file: HF vision layout + visual_projection (or OpenCLIP's visual.*)."""
+    if layout == "hf":
+        return save(path, hf_vision_state(vmodel, projection=projection))
+    return save(path, openclip_vision_state(vmodel, projection=projection))

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import tiny_models as tm
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.chunking import _EMBEDDING_SPLIT, chunk_prompt
+from clip_suite.clip_impl.chunking import _EMBEDDING_SPLIT, chunk_prompt, unknown_embedding_comfy
 from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.prompt_syntax import parse_prompt
@@ -37,6 +37,10 @@ def expected_ids(text, syntax, chunking):
             parts = _EMBEDDING_SPLIT.split(seg.text)
             pieces = parts[:1] + ["embedding:" + p for p in parts[1:]]
         for piece in pieces:
+            if chunking == "comfy" and piece.startswith("embedding:"):
+                # no embeddings folder: the reference is dropped (ComfyUI's rule, checked against ComfyUI
+                # in tests/integration/test_comfy_tokenization.py)
+                piece = unknown_embedding_comfy(piece[len("embedding:") :])[1]
             ids += [(i, seg.weight) for i in tok.encode(piece)]
     return ids
 
