@@ -83,7 +83,7 @@ def tower_flops(width: int, full_layers: int, rows: int, tokens: int = 77, eos_l
 
 
 def comfy_sdxl(comfy_sd, clip_l, clip_g):
-    clip = comfy_sd.load_clip([str(clip_l), str(clip_g)], clip_type=comfy_sd.CLIPType.STABLE_DIFFUSION_XL)
+    clip = comfy_sd.load_clip([str(clip_l), str(clip_g)], clip_type=comfy_sd.CLIPType.STABLE_DIFFUSION)  # DualCLIPLoader "sdxl"
 
     def encode(text):
         tokens = clip.tokenize(text)
