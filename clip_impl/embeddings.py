@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .chunking import PromptToken, unknown_embedding_comfy
-from .weight_files import ModelFileError
+from .weight_files import ModelFileError, torch_load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _read_pickled_embedding(path: Path) -> dict:
     import pickle
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch_load_weights_only(path)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
             f"embedding {path} contains objects other than weights (a pickle that would run code); refused. "

@@ -195,12 +195,21 @@ def _read_safetensors(file: Path, keys: list[str], prefix: str) -> dict[str, tor
     return out
 
 
+def torch_load_weights_only(file) -> object:
+    """``torch.load(weights_only=True)`` on the CPU, without torch's pickle-protocol chatter."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(str(file), map_location="cpu", weights_only=True)
+
+
 def load_pickle_weights(file: Path) -> dict[str, torch.Tensor]:
     """A flat name -> tensor table from a pickled checkpoint, loaded with ``weights_only=True``."""
     import pickle
 
     try:
-        obj = torch.load(str(file), map_location="cpu", weights_only=True, mmap=False)
+        obj = torch_load_weights_only(file)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
             f"{file} contains objects other than weights (a pickle that would run code); refused to load it. "
