@@ -273,12 +273,18 @@ def build_text_tower(
         sd.pop("text_projection.weight", None)
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     compute = convert_weights(sd, precision, device, storage_dtype, where)
+    return assemble(TextTower, cfg, sd, compute, where, f"the {TOWER_LABELS[role]} text encoder")
+
+
+def assemble(tower_class, cfg, sd: dict, compute: torch.dtype, where: str, what: str):
+    """Build ``tower_class(cfg)`` on the meta device and assign ``sd`` (no random init, no copy); the
+    tower gets its compute dtype, a fresh ``cache_id`` and its ``source`` (for messages)."""
     with torch.device("meta"):
-        tower = TextTower(cfg)
+        tower = tower_class(cfg)
     try:
         tower.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
-        raise ModelFileError(f"{where}: the {TOWER_LABELS[role]} text encoder is incomplete or misshapen: {e}") from e
+        raise ModelFileError(f"{where}: {what} is incomplete or misshapen: {e}") from e
     tower.compute_dtype = compute
     tower.cache_id = uuid.uuid4().hex
     tower.source = where

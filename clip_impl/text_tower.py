@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .tokenizer import EOS_ID, VOCAB_SIZE
-from .transformer import Block, layer_norm, linear
+from .transformer import Encoder, layer_norm, linear
 
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
@@ -61,20 +61,11 @@ class _Embeddings(nn.Module):
         self.position_embedding = nn.Embedding(cfg.positions, cfg.width, device=device, dtype=dtype)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            Block(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation, device=device, dtype=dtype)
-            for _ in range(cfg.layers)
-        )
-
-
 class _TextModel(nn.Module):
     def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
         super().__init__()
         self.embeddings = _Embeddings(cfg, device, dtype)
-        self.encoder = _Encoder(cfg, device, dtype)
+        self.encoder = Encoder(cfg, device, dtype)
         self.final_layer_norm = nn.LayerNorm(cfg.width, eps=1e-5, device=device, dtype=dtype)
 
 

@@ -112,3 +112,14 @@ class Block(nn.Module):
         picked = x[torch.arange(x.shape[0], device=x.device), rows].unsqueeze(1)
         y = picked + self.self_attn.forward_rows(layer_norm(x, self.layer_norm1), rows)
         return y + self.mlp(layer_norm(y, self.layer_norm2))
+
+
+class Encoder(nn.Module):
+    """``layers`` pre-LN blocks under transformers' name ``encoder.layers.N``."""
+
+    def __init__(self, cfg, device=None, dtype=None):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation, device=device, dtype=dtype)
+            for _ in range(cfg.layers)
+        )

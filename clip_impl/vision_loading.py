@@ -25,14 +25,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import uuid
 import weakref
 from dataclasses import dataclass
 
 import torch
 
 from .formats import _OPENCLIP_BLOCK, block_name, fuse_qkv
-from .loading import _file_identity, convert_weights
+from .loading import _file_identity, assemble, convert_weights
 from .vision_tower import VISION_PRESETS, VisionTower, VisionTowerConfig
 from .weight_files import ModelFileError, WeightReader
 
@@ -297,16 +296,7 @@ def build_vision_tower(
     sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes)))
     compute = convert_weights(sd, precision, device, storage_dtype, where)
     # OpenCLIP stores the class embedding as (C,) and positions as (N, C), as HF does; the conv has no bias.
-    with torch.device("meta"):
-        tower = VisionTower(cfg)
-    try:
-        tower.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"{where}: the {cfg.name} vision tower is incomplete or misshapen: {e}") from e
-    tower.compute_dtype = compute
-    tower.cache_id = uuid.uuid4().hex
-    tower.source = where
-    tower.eval().requires_grad_(False)
+    tower = assemble(VisionTower, cfg, sd, compute, where, f"the {cfg.name} vision tower")
     log.info("vision tower %s from %s", cfg.name, where)
     return tower
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import LAYER_NORM_EPS, Block, cast, layer_norm, linear
+from .transformer import LAYER_NORM_EPS, Encoder, cast, layer_norm, linear
 
 
 @dataclass(frozen=True)
@@ -69,22 +69,13 @@ class _Embeddings(nn.Module):
         self.position_embedding = nn.Embedding(cfg.positions, cfg.width, device=device, dtype=dtype)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, cfg: VisionTowerConfig, device=None, dtype=None):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            Block(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation, device=device, dtype=dtype)
-            for _ in range(cfg.layers)
-        )
-
-
 class _VisionModel(nn.Module):
     def __init__(self, cfg: VisionTowerConfig, device=None, dtype=None):
         super().__init__()
         self.embeddings = _Embeddings(cfg, device, dtype)
         # "pre_layrnorm" is transformers' spelling; kept so state dicts load under the same names.
         self.pre_layrnorm = nn.LayerNorm(cfg.width, eps=LAYER_NORM_EPS, device=device, dtype=dtype)
-        self.encoder = _Encoder(cfg, device, dtype)
+        self.encoder = Encoder(cfg, device, dtype)
         self.post_layernorm = nn.LayerNorm(cfg.width, eps=LAYER_NORM_EPS, device=device, dtype=dtype)
 
 
