@@ -1,7 +1,6 @@
 """The scoring nodes on tiny random CLIPs through the standalone host: the scores clip_impl gives (and
 transformers' towers give), in batch order, top_k/min_score selection, and clear errors."""
 
-import os
 import types
 
 import pytest
@@ -12,59 +11,9 @@ from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.preprocess import preprocess_images
 from clip_suite.clip_impl.similarity import SimilarityResult, prepare_prompt, score_images
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
-from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
-from clip_suite.nodes import host
 from clip_suite.nodes.similarity import ranking
+from scoring_fixtures import PAIRS, PROMPT, load, rand_images, scoring_host, scoring_root, select, similarity  # noqa: F401
 from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
-
-PROMPT = "a photo of a red fox sitting in the snow, golden hour"
-# loader choices -> files in vision_dir
-PAIRS = {
-    "text + clip_vision": (("text_encoders/clip_l.safetensors", "clip_vision/clip_vision_l.safetensors"),
-                           ("clip_l.safetensors", "clip_vision_l.safetensors")),
-    "full CLIP": (("checkpoints/clip_hf.safetensors", "none"), ("clip_hf.safetensors",)),
-    "SDXL + bigG": (("checkpoints/sdxl.safetensors", "clip_vision/clip_vision_g.safetensors"),
-                    ("sdxl.safetensors", "clip_vision_g.safetensors")),
-}
-
-
-@pytest.fixture(scope="module")
-def scoring_root(tmp_path_factory, vision_dir):
-    """A ComfyUI-style models folder with text encoders, clip_vision files and full CLIPs."""
-    root = tmp_path_factory.mktemp("scoring_models")
-    layout = {
-        "checkpoints": ["clip_hf.safetensors", "sdxl.safetensors", "sd15.safetensors"],
-        "text_encoders": ["clip_l.safetensors", "clip_g.safetensors"],
-        "clip_vision": ["clip_vision_l.safetensors", "clip_vision_g.safetensors", "clip_vision_noproj.safetensors"],
-    }
-    for folder, names in layout.items():
-        (root / folder).mkdir()
-        for name in names:
-            os.symlink(vision_dir / name, root / folder / name)
-    return root
-
-
-@pytest.fixture()
-def scoring_host(scoring_root):
-    previous = host.set_host(host.StandaloneHost(scoring_root))
-    yield host.get_host()
-    host.set_host(previous)
-
-
-def load(model, model_2="none"):
-    return NODES["ClipSuiteLoader"]().load(model, model_2, "auto", "auto", "cpu")["result"][0]
-
-
-def similarity(clip, images, text=PROMPT, scale="cosine"):
-    return NODES["ClipSuiteImageTextSimilarity"]().score(clip, images, text, scale)
-
-
-def select(clip, images, top_k=1, min_score=0.0, scale="cosine", text=PROMPT):
-    return NODES["ClipSuiteSelectBest"]().select(clip, images, text, top_k, min_score, scale)
-
-
-def rand_images(n, h=40, w=36, seed=0, c=3):
-    return torch.rand(n, h, w, c, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
