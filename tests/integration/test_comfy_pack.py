@@ -14,6 +14,8 @@ OUR_NODES = {
     "ClipSuiteTextEncode": "CLIP Text Encode (CLIP skip, long prompts)",
     "ClipSuiteTextEncodeSDXL": "SDXL Text Encode (CLIP skip, long prompts)",
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
+    "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
+    "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
 }
 
 
