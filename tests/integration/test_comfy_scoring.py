@@ -60,8 +60,8 @@ def similarity(images, scale="cosine"):
 
 
 def select(top_k, min_score):
-    return {"class_type": "ClipSuiteSelectBest", "inputs": {
-        "clip": ["1", 0], "images": ["2", 0], "text": PROMPT, "top_k": top_k, "min_score": min_score, "scale": "cosine"}}
+    inputs = {"clip": ["1", 0], "images": ["2", 0], "text": PROMPT, "top_k": top_k, "min_score": min_score}
+    return {"class_type": "ClipSuiteSelectBest", "inputs": {**inputs, "scale": "cosine"}}
 
 
 def list_output(comfy, node_id, index=0):

@@ -12,7 +12,9 @@ from clip_suite.clip_impl.preprocess import preprocess_images
 from clip_suite.clip_impl.similarity import SimilarityResult, prepare_prompt, score_images
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 from clip_suite.nodes.similarity import ranking
-from scoring_fixtures import PAIRS, PROMPT, load, rand_images, scoring_host, scoring_root, select, similarity  # noqa: F401
+from scoring_fixtures import (  # noqa: F401  (fixtures)
+    PAIRS, PROMPT, load, rand_images, scoring_host, scoring_root, select, similarity,
+)
 from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 
@@ -137,7 +139,8 @@ def test_refuses_model_without_vision(scoring_host, scoring_root):
 
 def test_refuses_vision_without_projection(scoring_host):
     with pytest.raises(ValueError, match="clip_vision_noproj.*projection"):
-        similarity(load("text_encoders/clip_l.safetensors", "clip_vision/clip_vision_noproj.safetensors"), rand_images(1))
+        clip = load("text_encoders/clip_l.safetensors", "clip_vision/clip_vision_noproj.safetensors")
+        similarity(clip, rand_images(1))
 
 
 def test_refuses_empty_prompt(scoring_host, images):
