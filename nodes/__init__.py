@@ -2,6 +2,7 @@
 
 from .loader import ClipSuiteLoader
 from .prompt_tokens import ClipSuitePromptTokens
+from .similarity import ClipSuiteImageTextSimilarity, ClipSuiteSelectBest
 from .text_encode import ClipSuiteTextEncode, ClipSuiteTextEncodeSDXL
 
 NODE_CLASS_MAPPINGS = {
@@ -9,10 +10,14 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuiteTextEncode": ClipSuiteTextEncode,
     "ClipSuiteTextEncodeSDXL": ClipSuiteTextEncodeSDXL,
     "ClipSuitePromptTokens": ClipSuitePromptTokens,
+    "ClipSuiteImageTextSimilarity": ClipSuiteImageTextSimilarity,
+    "ClipSuiteSelectBest": ClipSuiteSelectBest,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
     "ClipSuiteTextEncode": "CLIP Text Encode (CLIP skip, long prompts)",
     "ClipSuiteTextEncodeSDXL": "SDXL Text Encode (CLIP skip, long prompts)",
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
+    "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
+    "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
 }

@@ -144,6 +144,10 @@ class _Host:
     def from_native(self, clip) -> HostedClip:
         raise TypeError("a ComfyUI CLIP object can only be used inside ComfyUI")
 
+    def blocked(self):
+        """The value of an output with nothing to pass on (None outside ComfyUI)."""
+        return None
+
     def chunk_cache(self, hosted: HostedClip):
         """The encoded-chunk cache for a model: the shared CPU cache, seen from the towers' device."""
         devices = {_module_device(t) for t in hosted.model.towers.values()}
@@ -326,6 +330,12 @@ class ComfyHost(_Host):
         import comfy.model_management as mm
 
         return t.to(mm.intermediate_device())
+
+    def blocked(self):
+        """ComfyUI's silent ExecutionBlocker: the nodes fed by this output are skipped, without an error."""
+        from comfy_execution.graph_utils import ExecutionBlocker
+
+        return ExecutionBlocker(None)
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:

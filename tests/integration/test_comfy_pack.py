@@ -14,6 +14,8 @@ OUR_NODES = {
     "ClipSuiteTextEncode": "CLIP Text Encode (CLIP skip, long prompts)",
     "ClipSuiteTextEncodeSDXL": "SDXL Text Encode (CLIP skip, long prompts)",
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
+    "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
+    "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
 }
 
 
@@ -46,18 +48,29 @@ def test_example_workflow_loads(comfy, path, tmp_path):
     problems = wc.link_problems(workflow)
     for node in workflow["nodes"]:
         if node["type"] not in wc.FRONTEND_ONLY:
-            problems += wc.widget_problems(node, registry[node["type"]].INPUT_TYPES(), file_combos={"ckpt_name"})
+            combos = {"ckpt_name", "model", "model_2"}
+            problems += wc.widget_problems(node, registry[node["type"]].INPUT_TYPES(), file_combos=combos)
     assert not problems, problems
+    # The model files the workflow names, as links in temp model folders (validation only checks the lists).
+    sd15 = comfy.folder_paths.get_full_path("checkpoints", "sd15_te.safetensors")
+    names = []
     for node in workflow["nodes"]:
         if node["type"] == "CheckpointLoaderSimple":
-            link = tmp_path / node["widgets_values"][0]
-            if not link.exists():
-                os.symlink(comfy.folder_paths.get_full_path("checkpoints", "sd15_te.safetensors"), link)
-    comfy.folder_paths.add_model_folder_path("checkpoints", str(tmp_path))
+            names.append(f"checkpoints/{node['widgets_values'][0]}")
+        elif node["type"] == "ClipSuiteLoader":
+            names += [v for v in node["widgets_values"][:2] if v != "none"]
+    for name in names:
+        folder, _, file = name.partition("/")
+        (tmp_path / folder).mkdir(exist_ok=True)
+        if not (tmp_path / folder / file).exists():
+            os.symlink(sd15, tmp_path / folder / file)
+        comfy.folder_paths.add_model_folder_path(folder, str(tmp_path / folder))
     prompt = wc.to_api(workflow, lambda t: registry[t].INPUT_TYPES())
     valid, error, outputs, node_errors = asyncio.run(comfy.execution.validate_prompt("wf", prompt, None))
     assert valid and not node_errors, (error, node_errors)
-    assert outputs == [str(n["id"]) for n in workflow["nodes"] if n["type"] == "SaveImage"]
+    output_nodes = [n for n in workflow["nodes"] if getattr(registry.get(n["type"]), "OUTPUT_NODE", False)]
+    assert sorted(outputs) == sorted(str(n["id"]) for n in output_nodes)
+    assert any(n["type"] == "SaveImage" for n in output_nodes)
 
 
 def test_storage_follows_comfyui_dtypes(comfy, monkeypatch):

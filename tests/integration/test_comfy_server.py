@@ -23,6 +23,8 @@ CONTRACT = {
                                 "comma_backtrack", "weighting", "pooled", "empty_prompt", "width", "height", "crop_w",
                                 "crop_h", "target_width", "target_height"],
     "ClipSuitePromptTokens": ["text", "chunking", "comma_backtrack"],
+    "ClipSuiteImageTextSimilarity": ["clip", "images", "text", "scale"],
+    "ClipSuiteSelectBest": ["clip", "images", "text", "top_k", "min_score", "scale"],
 }
 
 
@@ -102,6 +104,10 @@ def test_object_info_lists_our_nodes(server):
     assert info["ClipSuiteTextEncode"]["input"]["required"]["clip"][0] == "CLIP_SUITE,CLIP"
     assert info["ClipSuiteTextEncode"]["output"] == ["CONDITIONING"]
     assert info["ClipSuiteLoader"]["display_name"] == "Load CLIP (CLIP Suite)"
+    scoring = info["ClipSuiteImageTextSimilarity"]  # scores: a list output, shown on an output node
+    assert scoring["output_name"] == ["scores", "mean", "best_index", "report"] and scoring["output_node"]
+    assert scoring["output_is_list"] == [True, False, False, False]
+    assert info["ClipSuiteSelectBest"]["output_is_list"] == [False, True]
     models = info["ClipSuiteLoader"]["input"]["required"]["model"][0]
     for choice in ("checkpoints/sd15_te.safetensors", "checkpoints/sdxl_te.safetensors",
                    "text_encoders/clip_l.safetensors", "text_encoders/clip_g.safetensors"):

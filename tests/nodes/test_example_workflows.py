@@ -18,7 +18,7 @@ def by_type(workflow, node_type):
 
 
 def test_examples_exist():
-    assert {p.name for p in WORKFLOWS} >= {"sdxl_clip_skip_long_prompt.json", "sd15_clip_skip_2.json"}
+    assert {p.name for p in WORKFLOWS} >= {"sdxl_clip_skip_long_prompt.json", "sd15_clip_skip_2.json", "score_images.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -58,3 +58,29 @@ def test_sd15_example_uses_clip_skip_1():
     positive, negative = _sampler_inputs(workflow)
     assert positive["type"] == negative["type"] == "ClipSuiteTextEncode"
     assert positive["widgets_values"][1] == negative["widgets_values"][1] == 1
+
+
+def test_score_example():
+    """SDXL makes a batch; the scoring nodes get the positive prompt, a CLIP with a vision tower, and the
+    decoded batch; Keep Best feeds Save Image."""
+    workflow = wc.load(EXAMPLES / "score_images.json")
+    links = {row[0]: row for row in workflow["links"]}
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+
+    def source(node, name):
+        (inp,) = [i for i in node["inputs"] if i["name"] == name]
+        return nodes[links[inp["link"]][1]]
+
+    positive, _negative = _sampler_inputs(workflow)
+    (latent,) = by_type(workflow, "EmptyLatentImage")
+    assert latent["widgets_values"][2] > 1, "a batch to score"
+    (similarity,) = by_type(workflow, "ClipSuiteImageTextSimilarity")
+    (best,) = by_type(workflow, "ClipSuiteSelectBest")
+    (save,) = by_type(workflow, "SaveImage")
+    for node in (similarity, best):
+        assert node["widgets_values"][0] == positive["widgets_values"][0], "score the prompt that made the images"
+        assert source(node, "images")["type"] == "VAEDecode"
+        loader = source(node, "clip")
+        assert loader["type"] == "ClipSuiteLoader" and loader["widgets_values"][1].startswith("clip_vision/")
+    assert source(save, "images") is best
+    assert len(chunk_prompt(positive["widgets_values"][0])) == 1, "scoring reads 75 tokens: keep the prompt short"

@@ -21,6 +21,17 @@ CONTRACT = {
         ("CONDITIONING",),
     ),
     "ClipSuitePromptTokens": ("Prompt Tokens (CLIP Suite)", ["text", "chunking", "comma_backtrack"], ("STRING",)),
+    "ClipSuiteImageTextSimilarity": (
+        "Image-Text Similarity (CLIP score)", ["clip", "images", "text", "scale"], ("FLOAT", "FLOAT", "INT", "STRING")
+    ),
+    "ClipSuiteSelectBest": (
+        "Keep Best Images (CLIP score)", ["clip", "images", "text", "top_k", "min_score", "scale"], ("IMAGE", "FLOAT")
+    ),
+}
+# DESIGN 3: the names of the outputs, and which ones are lists (one value per image).
+OUTPUT_NAMES = {
+    "ClipSuiteImageTextSimilarity": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
+    "ClipSuiteSelectBest": (("images", "scores"), (False, True)),
 }
 ENUMS = {
     "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
@@ -31,14 +42,17 @@ ENUMS = {
     "pooled": (["first_chunk", "mean"], "first_chunk"),
     "empty_prompt": (["encode", "zeros"], "encode"),
     "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
+    "scale": (["clipscore_100", "clipscore_2_5", "cosine"], "clipscore_100"),
 }
 INTS = {  # name: (default, min, max)
     "clip_skip": (0, -1, 30),
     "comma_backtrack": (20, 0, 74),
     "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
     "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
+    "top_k": (1, 1, 4096),
 }
-TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING"}
+FLOATS = {"min_score": (0.0, -1.0, 100.0)}  # name: (default, min, max)
+TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE"}
 
 
 def test_contract_ids_and_display_names():
@@ -66,6 +80,10 @@ def test_input_types_valid(node_id, standalone):
             default, lo, hi = INTS[name]
             assert kind == "INT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
             assert opts["min"] <= opts["default"] <= opts["max"]
+        elif name in FLOATS:
+            default, lo, hi = FLOATS[name]
+            assert kind == "FLOAT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
+            assert 0 < opts["step"] <= 0.01, "fine enough for cosine thresholds"
         elif name in TYPES:
             assert kind == TYPES[name], name
             if kind == "STRING":
@@ -86,6 +104,11 @@ def test_class_attributes(node_id):
     assert len(cls.OUTPUT_TOOLTIPS) == len(outputs) and all(cls.OUTPUT_TOOLTIPS)
     assert len(getattr(cls, "RETURN_NAMES", outputs)) == len(outputs)
     assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    if node_id in OUTPUT_NAMES:
+        names, is_list = OUTPUT_NAMES[node_id]
+        assert cls.RETURN_NAMES == names and cls.OUTPUT_IS_LIST == is_list
+    else:
+        assert not any(getattr(cls, "OUTPUT_IS_LIST", ()))
     method = getattr(cls, cls.FUNCTION)
     params = list(inspect.signature(method).parameters)[1:]
     assert params == inputs, "the function takes exactly the inputs, as ComfyUI passes them by name"
@@ -95,3 +118,14 @@ def test_tooltips_translate_clip_skip(standalone):
     tip = NODE_CLASS_MAPPINGS["ClipSuiteTextEncode"].INPUT_TYPES()["required"]["clip_skip"][1]["tooltip"]
     for phrase in ("'Clip skip 2' = 1", "CLIPSetLastLayer -N = clip_skip N-2", "diffusers", "sdxl_clip_l_skip"):
         assert phrase in tip
+
+
+@pytest.mark.parametrize("node_id", ["ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest"])
+def test_tooltips_explain_scales(node_id):
+    required = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"]
+    tip = required["scale"][1]["tooltip"]
+    for phrase in ("max(100*cos, 0)", "torchmetrics", "2.5*max(cos, 0)", "CLIPScore paper", "clipscore_100 / 40", "-1..1"):
+        assert phrase in tip
+    assert "no vision tower" in required["clip"][1]["tooltip"] and "clip_vision" in required["clip"][1]["tooltip"]
+    if "min_score" in required:
+        assert "units of scale" in required["min_score"][1]["tooltip"]
