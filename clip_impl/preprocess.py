@@ -35,7 +35,8 @@ def check_image_batch(images: torch.Tensor, what: str = "images") -> torch.Tenso
     if images.ndim != 4:
         raise ValueError(
             f"{what}: expected an IMAGE batch of shape [B, H, W, C], got shape {tuple(images.shape)} "
-            f"({images.ndim} dimensions); a single image needs a leading batch dimension of 1"
+            f"({images.ndim} dimensions)"
+            + ("; a single image needs a leading batch dimension of 1" if images.ndim == 3 else "")
         )
     b, h, w, c = images.shape
     if b == 0 or h == 0 or w == 0:
@@ -55,7 +56,7 @@ def check_image_batch(images: torch.Tensor, what: str = "images") -> torch.Tenso
     finite = torch.isfinite(images).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
-        raise ValueError(f"{what}: image{'s' if len(bad) > 1 else ''} {_list(bad)} hold NaN or infinite values")
+        raise ValueError(f"{what}: image{'s' if len(bad) > 1 else ''} {_list(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinite values")
     low, high = float(images.min()), float(images.max())
     if low < -_TOLERANCE or high > 1 + _TOLERANCE:
         raise ValueError(
