@@ -16,3 +16,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteTextEncodeSDXL": "SDXL Text Encode (CLIP skip, long prompts)",
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
 }
+
+# The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).
+from . import host  # noqa: E402
+
+host.register_routes()
