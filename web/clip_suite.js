@@ -26,14 +26,16 @@ const ROUTE = "/clip_suite/tokens";
 const PANEL = "clip_suite_info";
 const TYPING_DELAY_MS = 300;
 const LINE_HEIGHT = 15;
+const PADDING = 6;
+const MARGIN = 6; // the frontend shrinks a DOM widget's element by this on each side
 const OPTION_WIDGETS = ["chunking", "comma_backtrack", "weighting"];
 const OUR_NODES = new Set([...Object.keys(PROMPT_WIDGETS), ...SCORE_NODES]);
 
 const STYLE = `
 .clip-suite-info { font: 11px/${LINE_HEIGHT}px monospace; color: var(--input-text, #ddd);
-  background: var(--comfy-input-bg, #222); border-radius: 4px; padding: 8px; box-sizing: border-box;
+  background: var(--comfy-input-bg, #222); border-radius: 4px; padding: ${PADDING}px; box-sizing: border-box;
   overflow: hidden; user-select: text; }
-.clip-suite-info div { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; height: ${LINE_HEIGHT}px; }
+.clip-suite-info div { white-space: pre; overflow: hidden; text-overflow: ellipsis; height: ${LINE_HEIGHT}px; }
 .clip-suite-info .cs-counter { cursor: pointer; }
 .clip-suite-info .cs-counter:hover { text-decoration: underline; }
 .clip-suite-info .cs-dim { opacity: 0.65; }
@@ -77,8 +79,9 @@ function addPanel(node) {
     serialize: false, // options.serialize: left out of the API prompt
     getValue: () => "",
     setValue: () => {},
-    getMinHeight: () => panelHeight(state.lineCount, LINE_HEIGHT),
-    getMaxHeight: () => panelHeight(state.lineCount, LINE_HEIGHT),
+    margin: MARGIN,
+    getMinHeight: () => panelHeight(state.lineCount, LINE_HEIGHT, PADDING, MARGIN),
+    getMaxHeight: () => panelHeight(state.lineCount, LINE_HEIGHT, PADDING, MARGIN),
   });
   panel.serialize = false; // widget.serialize: left out of widgets_values
   placeLast(node.widgets, panel);
@@ -124,15 +127,16 @@ function render(node) {
     if (changed) {
       const { lines, warn } = clipSkipLines(state.model, skip, appliesTo);
       rows.push(line(`next run: ${lines[0]}`, warn ? "cs-warn" : ""));
-      rows.push(...lines.slice(1).map((t) => line(t, t.startsWith("  ") ? "" : "cs-warn")));
+      rows.push(...lines.slice(1).map((t) => line(t, t.startsWith("warning:") ? "cs-warn" : "")));
     }
   } else if (ENCODE_NODES.includes(node.comfyClass)) {
     rows.push(line("clip_skip: its layer shows after a run (it depends on the model)", "cs-dim"));
   }
   if (state.status) {
-    for (const t of state.status.split("\n")) {
-      rows.push(line(t, /^warning:/.test(t) ? "cs-warn" : t.startsWith("note:") ? "cs-dim" : ""));
-    }
+    state.status.split("\n").forEach((t, i) => {
+      const cls = t.startsWith("warning:") ? "cs-warn" : t.startsWith("note:") ? "cs-dim" : "";
+      rows.push(line(i === 0 ? `last run: ${t}` : `  ${t}`, cls));
+    });
   }
   if (SCORE_NODES.includes(node.comfyClass)) {
     if (state.scores) rows.push(...formatScores(state.scores).map((t) => line(t)));

@@ -171,15 +171,21 @@ export function towerLayersFromInfo(info) {
 }
 
 /**
- * The clip_skip lines for the node: what `clipSkip` selects on the family of the last run
- * ({lines: ["clip_skip 1 on SDXL:", "  CLIP-L layer 10/12 (no LayerNorm)", ..., warnings], warn}).
+ * The clip_skip lines for the node: what `clipSkip` selects on the family of the last run:
+ * {lines: ["clip_skip 1 on SDXL:", "  CLIP-L layer 10/12 (no LayerNorm)", ..., one warning line], warn}.
  */
 export function clipSkipLines(info, clipSkip, appliesTo = "both") {
   const f = family(info.family);
   const res = resolveClipSkip(info.family, towerLayersFromInfo(info), clipSkip, appliesTo);
   if (res.error) return { lines: [res.error], warn: true };
-  const layers = Object.entries(res.layers).map(([t, c]) => `  ${describeLayer(t, c)}`);
-  return { lines: [`clip_skip ${clipSkip} on ${f.label}:`, ...layers, ...res.warnings], warn: res.warnings.length > 0 };
+  const lines = [`clip_skip ${clipSkip} on ${f.label}:`];
+  lines.push(...Object.entries(res.layers).map(([t, c]) => `  ${describeLayer(t, c)}`));
+  const raw = Object.entries(res.layers).filter(([, c]) => c.layer === c.numLayers && !c.layerNorm);
+  if (raw.length) {
+    const towers = raw.map(([t]) => TOWER_LABELS[t] ?? t).join(", ");
+    lines.push(`warning: raw final layer on ${towers}: some SDXL checkpoints give white or blank images`);
+  }
+  return { lines, warn: raw.length > 0 };
 }
 
 /** A short suffix for the clip_skip widget's label: "L 11/12, G 31/32", or "out of range". */
@@ -240,7 +246,10 @@ export function placeLast(widgets, widget) {
   return widgets.indexOf(widget);
 }
 
-/** Height in pixels of the info panel for `lines` text lines (fixed line height; see clip_suite.js CSS). */
-export function panelHeight(lines, lineHeight = 15, padding = 8) {
-  return Math.max(1, lines) * lineHeight + 2 * padding;
+/**
+ * Height in pixels of the info panel's widget for `lines` text lines: the lines (fixed line height, see
+ * clip_suite.js CSS), the element's padding, and the margin the frontend leaves around a DOM widget.
+ */
+export function panelHeight(lines, lineHeight = 15, padding = 8, margin = 0) {
+  return Math.max(1, lines) * lineHeight + 2 * padding + 2 * margin;
 }

@@ -152,8 +152,16 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
       "  CLIP-L layer 10/12 (no LayerNorm)",
       "  CLIP-G layer 31/32 (no LayerNorm)",
     ]);
-    const raw = h.clipSkipLines(sdxl, -1);
-    assert.ok(raw.warn && raw.lines.some((l) => l.includes("raw final layer")), raw.lines.join("\n"));
+    assert.deepEqual(h.clipSkipLines(sdxl, -1), {
+      lines: [
+        "clip_skip -1 on SDXL:",
+        "  CLIP-L layer 12/12 (no LayerNorm)",
+        "  CLIP-G layer 32/32 (no LayerNorm)",
+        "warning: raw final layer on CLIP-L, CLIP-G: some SDXL checkpoints give white or blank images",
+      ],
+      warn: true,
+    });
+    assert.equal(h.clipSkipLines(sdxl, 1, "clip_g").lines.at(-1), "  CLIP-G layer 30/32 (no LayerNorm)");
     assert.deepEqual(h.clipSkipLines(sdxl, 11), { lines: ["clip_skip 11 is out of range for SDXL: use -1..10"], warn: true });
   });
 
@@ -204,5 +212,6 @@ describe("module", () => {
   it("sizes the panel by its line count", () => {
     assert.equal(h.panelHeight(3, 15, 8), 61);
     assert.equal(h.panelHeight(0, 15, 8), 31);
+    assert.equal(h.panelHeight(2, 15, 6, 6), 54);
   });
 });
