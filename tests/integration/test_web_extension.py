@@ -216,6 +216,8 @@ def page(server, tmp_path_factory):
             "chunking": "comfy", "comma_backtrack": 20, "weighting": "comfy", "pooled": "first_chunk",
             "empty_prompt": "encode", **sizes}},
         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+        "4": {"class_type": "ClipSuitePromptTokens", "inputs": {"text": "a cat BREAK a dog", "chunking": "a1111",
+                                                                 "comma_backtrack": 20}},
     }
     config = {"url": url, "chromium": chromium, "userDataDir": str(tmp / "profile"), "outDir": str(out_dir),
               "prompt": prompt, "tokens": 100, "run": run}
@@ -281,3 +283,9 @@ def test_run_shows_the_layers_clip_skip_selects(page):
         "  CLIP-G layer 5/5 (no LayerNorm)",
         "warning: raw final layer on CLIP-L, CLIP-G: some SDXL checkpoints give white or blank images",
     ]
+
+
+def test_prompt_tokens_node_counts_its_text(page):
+    lines = page["promptTokens"]["lines"]
+    assert lines[0] == "▸ text: 4 tokens, 2 chunks", lines
+    assert page["promptTokens"]["skipLabel"] is None  # no clip_skip widget there

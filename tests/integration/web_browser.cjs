@@ -93,15 +93,11 @@ async function main() {
     await textarea.asElement().click();
     await page.keyboard.type(config.prompt, { delay: 2 });
     const want = `text_g: ${config.tokens} tokens, 2 chunks`;
-    await page.waitForFunction(
-      (w) => document.querySelector(".clip-suite-info")?.textContent.includes(w),
-      want,
-      { timeout: 20000 },
-    );
+    await waitPanel(page, "ClipSuiteTextEncodeSDXL", want);
     out.typed = await panelState(page, "ClipSuiteTextEncodeSDXL");
     // Click the counter: the chunk list with the last words of each chunk opens.
     await page.locator(".clip-suite-info [data-counter='text_g']").click();
-    await page.waitForFunction(() => document.querySelector(".clip-suite-info")?.textContent.includes("chunk 2:"));
+    await waitPanel(page, "ClipSuiteTextEncodeSDXL", "chunk 2:");
     out.opened = await panelState(page, "ClipSuiteTextEncodeSDXL");
     out.screenshots.sdxl = path.join(config.outDir, "sdxl_node_typed.png");
     await page.screenshot({ path: out.screenshots.sdxl });
@@ -143,11 +139,9 @@ async function main() {
         null,
         { timeout: 120000 },
       );
-      await page.waitForFunction(
-        (w) => document.querySelector(".clip-suite-info")?.textContent.includes(w),
-        want,
-        { timeout: 20000 },
-      );
+      await waitPanel(page, "ClipSuiteTextEncodeSDXL", want);
+      await waitPanel(page, "ClipSuitePromptTokens", "text: ");
+      out.promptTokens = await panelState(page, "ClipSuitePromptTokens");
       out.afterRun = await panelState(page, "ClipSuiteTextEncodeSDXL");
       // A new clip_skip shows its layers before the next run (-1 on SDXL: the raw final layer, a warning).
       await page.evaluate(() => {
@@ -156,7 +150,7 @@ async function main() {
         w.value = -1;
         w.callback?.(w.value);
       });
-      await page.waitForFunction(() => document.querySelector(".clip-suite-info")?.textContent.includes("next run"));
+      await waitPanel(page, "ClipSuiteTextEncodeSDXL", "next run");
       out.skipChanged = await panelState(page, "ClipSuiteTextEncodeSDXL");
       await page.evaluate(() => {
         const app = window.comfyAPI.app.app;
@@ -174,6 +168,18 @@ async function main() {
     await context.close();
   }
   process.stdout.write(JSON.stringify(out));
+}
+
+/** Wait until the panel of the first node of a type shows `text`. */
+function waitPanel(page, type, text, timeout = 20000) {
+  return page.waitForFunction(
+    ([t, want]) => {
+      const node = window.comfyAPI.app.app.graph.nodes.find((n) => n.type === t);
+      return node?.clipSuite?.el?.textContent.includes(want);
+    },
+    [type, text],
+    { timeout },
+  );
 }
 
 /** The panel's lines and the clip_skip widget's label of the first node of a type. */

@@ -207,6 +207,26 @@ def test_register_routes_once_with_comfy_embeddings(fake_comfy, tmp_path):
     assert with_emb["tokens"] == plain["tokens"] + 5  # the embedding counts as its 5 vectors
 
 
+@pytest.mark.parametrize("chunking,weighting", [("comfy", "comfy"), ("comfy", "a1111"), ("comfy", "none"),
+                                                ("a1111", "comfy"), ("a1111", "a1111"), ("a1111", "none")])
+def test_route_embeddings_with_any_weighting(tmp_path, chunking, weighting):
+    """References follow the chunking's rule (comfy: embedding:name; a1111: the file name as a word), with
+    any weighting syntax (the Prompt Tokens node has no weighting input: the route's default is comfy)."""
+    from safetensors.torch import save_file
+
+    from clip_suite.clip_impl.embeddings import EmbeddingLibrary
+
+    save_file({"emb_params": torch.zeros(5, 768)}, str(tmp_path / "style.safetensors"))
+    library = EmbeddingLibrary([tmp_path])
+
+    def count(text):
+        body = json.dumps({"text": text, "chunking": chunking, "weighting": weighting}).encode()
+        return tokens_api.tokens_report(tokens_api.parse_request(body), library)["tokens"]
+
+    reference = "embedding:style" if chunking == "comfy" else "style"
+    assert count(f"a {reference} cat") == count("a cat") + 5
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit(f"usage: python {Path(__file__).relative_to(ROOT)} --write  (rewrites {TABLE.relative_to(ROOT)})")
