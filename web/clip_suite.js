@@ -106,7 +106,7 @@ function line(text, cls = "", attrs = {}) {
 
 function counterLines(node, name, counter) {
   const label = `${name}: `;
-  if (linked(node, name)) return [line(`${label}from its input link (counted when it runs)`, "cs-dim")];
+  if (linked(node, name)) return [line(`${label}from its input link (see the status after a run)`, "cs-dim")];
   if (counter.sameAs) return [line(`${label}empty: CLIP-L uses ${counter.sameAs}`, "cs-dim")];
   if (counter.error) return [line(`${label}${counter.error}`, "cs-error")];
   if (!counter.report) return [line(`${label}counting…`, "cs-dim")];
@@ -124,10 +124,16 @@ function render(node) {
     const skip = widget(node, "clip_skip")?.value ?? 0;
     const appliesTo = widget(node, "clip_skip_applies_to")?.value ?? "both";
     const changed = skip !== state.model.clip_skip || appliesTo !== state.model.applies_to;
-    if (changed) {
-      const { lines, warn } = clipSkipLines(state.model, skip, appliesTo);
-      rows.push(line(`next run: ${lines[0]}`, warn ? "cs-warn" : ""));
-      rows.push(...lines.slice(1).map((t) => line(t, t.startsWith("warning:") ? "cs-warn" : "")));
+    try {
+      if (changed) {
+        const { lines, warn } = clipSkipLines(state.model, skip, appliesTo);
+        rows.push(line(`next run: ${lines[0]}`, warn ? "cs-warn" : ""));
+        rows.push(...lines.slice(1).map((t) => line(t, t.startsWith("warning:") ? "cs-warn" : "")));
+      }
+      updateSkipLabel(node, skip, appliesTo);
+    } catch (e) {
+      // A family this page does not know (a newer pack than its web files): say so, keep the rest.
+      rows.push(line(`clip_skip: ${e.message}`, "cs-dim"));
     }
   } else if (ENCODE_NODES.includes(node.comfyClass)) {
     rows.push(line("clip_skip: its layer shows after a run (it depends on the model)", "cs-dim"));
@@ -143,7 +149,6 @@ function render(node) {
     else rows.push(line("scores show here after a run", "cs-dim"));
   }
   state.el.replaceChildren(...rows);
-  updateSkipLabel(node);
   if (rows.length !== state.lineCount) {
     state.lineCount = rows.length;
     node.expandToFitContent?.();
@@ -152,13 +157,12 @@ function render(node) {
 }
 
 /** The clip_skip widget's label shows the layers it selects on the last run's model ("clip_skip (L 11/12)"). */
-function updateSkipLabel(node) {
+function updateSkipLabel(node, skip, appliesTo) {
   const w = widget(node, "clip_skip");
   const state = node.clipSuite;
-  if (!w || !state.model) return;
+  if (!w) return;
   state.skipLabel ??= w.label ?? w.name;
-  const appliesTo = widget(node, "clip_skip_applies_to")?.value ?? "both";
-  w.label = `${state.skipLabel} (${clipSkipBadge(state.model, w.value, appliesTo)})`;
+  w.label = `${state.skipLabel} (${clipSkipBadge(state.model, skip, appliesTo)})`;
 }
 
 // ----------------------------------------------------------------------------------- counters

@@ -220,7 +220,8 @@ export function formatScores(scores, limit = 16) {
   });
   const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : NaN;
   const top = finite.length ? Math.max(...finite.map(Math.abs)) : 0;
-  const lines = [`${plural(values.length, "image")}: best #${best} ${formatScore(values[best])}, mean ${formatScore(mean)}`];
+  const summary = `best #${best} ${formatScore(values[best])}, mean ${formatScore(mean)}`;
+  const lines = [`${plural(values.length, "image")}: ${summary}`];
   values.slice(0, limit).forEach((v, i) => {
     const bar = top > 0 && Number.isFinite(v) ? "█".repeat(Math.round((Math.abs(v) / top) * 12)) : "";
     lines.push(`#${i}  ${formatScore(v)}  ${bar}${i === best ? "  ← best" : ""}`);

@@ -1,4 +1,4 @@
-// Drives the real ComfyUI page in headless Chromium for tests/integration/test_web_extension.py.
+// Drives the real ComfyUI page in headless Chromium for tests/integration/test_comfy_web.py.
 // Usage: node web_browser.cjs CONFIG.json   (CONFIG: url, chromium, userDataDir, outDir, prompt, tokens, run)
 // Prints one JSON object (what it saw) on stdout; the Python test makes the assertions. playwright-core is
 // resolved through NODE_PATH (CommonJS require), so it can live outside the repository.
@@ -36,7 +36,10 @@ async function main() {
         out.console.push({ type: msg.type(), text: msg.text(), url: where, ours: OURS.test(msg.text() + where) });
       }
     });
-    page.on("pageerror", (err) => out.pageErrors.push({ text: String(err.stack || err), ours: OURS.test(String(err.stack || err)) }));
+    page.on("pageerror", (err) => {
+      const text = String(err.stack || err);
+      out.pageErrors.push({ text, ours: OURS.test(text) });
+    });
     page.on("request", (req) => {
       if (req.url().includes("/clip_suite/tokens")) out.tokenRequests.push({ phase: out.phase, url: req.url() });
     });

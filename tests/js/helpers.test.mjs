@@ -108,7 +108,10 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
         : {
             range: c.range,
             layers: Object.fromEntries(
-              Object.entries(c.layers).map(([t, [layer, layerNorm, numLayers]]) => [t, { layer, layerNorm, numLayers }]),
+              Object.entries(c.layers).map(([t, [layer, layerNorm, numLayers]]) => [
+                t,
+                { layer, layerNorm, numLayers },
+              ]),
             ),
             describe: c.describe,
             warnings: c.warnings,
@@ -162,7 +165,10 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
       warn: true,
     });
     assert.equal(h.clipSkipLines(sdxl, 1, "clip_g").lines.at(-1), "  CLIP-G layer 30/32 (no LayerNorm)");
-    assert.deepEqual(h.clipSkipLines(sdxl, 11), { lines: ["clip_skip 11 is out of range for SDXL: use -1..10"], warn: true });
+    assert.deepEqual(h.clipSkipLines(sdxl, 11), {
+      lines: ["clip_skip 11 is out of range for SDXL: use -1..10"],
+      warn: true,
+    });
   });
 
   it("makes a short badge for the clip_skip widget", () => {

@@ -54,7 +54,8 @@ def clip_skip_table() -> dict:
                         case["warnings"] = cs.layer_warnings(choices)
                     cases.append(case)
     families = {
-        n: {"label": f.label, "towers": list(f.towers), "native_from_end": f.native_from_end, "layer_norm": f.layer_norm}
+        n: {"label": f.label, "towers": list(f.towers), "native_from_end": f.native_from_end,
+            "layer_norm": f.layer_norm}
         for n, f in cs.FAMILIES.items()
     }
     return {

@@ -209,8 +209,9 @@ def page(server, tmp_path_factory):
     sizes = {"width": 1024, "height": 1024, "crop_w": os.getpid() % 512, "crop_h": 0,  # a new graph: never cached
              "target_width": 1024, "target_height": 1024}
     run = {
-        "1": {"class_type": "ClipSuiteLoader", "inputs": {"model": "checkpoints/sdxl.safetensors", "model_2": "none",
-                                                          "architecture": "auto", "precision": "auto", "device": "auto"}},
+        "1": {"class_type": "ClipSuiteLoader", "inputs": {
+            "model": "checkpoints/sdxl.safetensors", "model_2": "none", "architecture": "auto", "precision": "auto",
+            "device": "auto"}},
         "2": {"class_type": "ClipSuiteTextEncodeSDXL", "inputs": {
             "clip": ["1", 0], "text_g": prompt, "text_l": "", "clip_skip": 0, "clip_skip_applies_to": "both",
             "chunking": "comfy", "comma_backtrack": 20, "weighting": "comfy", "pooled": "first_chunk",
@@ -223,9 +224,10 @@ def page(server, tmp_path_factory):
               "prompt": prompt, "tokens": 100, "run": run}
     (tmp / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "NODE_PATH": modules}
-    r = subprocess.run([node, str(HERE / "web_browser.cjs"), str(tmp / "config.json")], capture_output=True, text=True,
-                       env=env, timeout=420)
-    assert r.returncode == 0, f"browser script failed:\n{r.stderr[-4000:]}\nComfyUI log:\n{log_path.read_text()[-3000:]}"
+    r = subprocess.run([node, str(HERE / "web_browser.cjs"), str(tmp / "config.json")],
+                       capture_output=True, text=True, env=env, timeout=420)
+    log_tail = log_path.read_text()[-3000:]
+    assert r.returncode == 0, f"browser script failed:\n{r.stderr[-4000:]}\nComfyUI log:\n{log_tail}"
     result = json.loads(r.stdout)
     for name, path in result["screenshots"].items():
         print(f"screenshot ({name}): {path}")
