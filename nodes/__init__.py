@@ -21,3 +21,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
 }
+
+# The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).
+from . import host  # noqa: E402
+
+host.register_routes()

@@ -369,3 +369,40 @@ def set_host(host: _Host | None) -> _Host | None:
     global _OVERRIDE
     previous, _OVERRIDE = _OVERRIDE, host
     return previous
+
+
+# ----------------------------------------------------------------------------------- web route
+def comfy_embeddings():
+    """An embedding library over ComfyUI's ``embeddings`` folders (read when a prompt references one)."""
+    import folder_paths
+
+    from ..clip_impl.embeddings import EmbeddingLibrary
+
+    return EmbeddingLibrary(folder_paths.get_folder_paths("embeddings"))
+
+
+def register_routes() -> bool:
+    """Hang the web extension's tokenizer route (``tokens_api.ROUTE``) on ComfyUI's server.
+
+    Does nothing outside a running ComfyUI server (no ``server`` module loaded, or no PromptServer yet)
+    and nothing when the route is already there (the pack imported twice). Returns whether it added it.
+    ComfyUI builds its aiohttp app from ``PromptServer.instance.routes`` after loading custom nodes, and
+    serves each route under ``/api`` too, which is where the frontend's ``api.fetchApi`` sends requests.
+    """
+    if not in_comfyui() or "server" not in sys.modules:
+        return False
+    import server
+
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return False
+    from . import tokens_api
+
+    routes = instance.routes
+    if any(getattr(r, "path", None) == tokens_api.ROUTE and getattr(r, "method", None) == "POST" for r in routes):
+        return False
+    # A new library per request: embeddings added while ComfyUI runs count at once; files are read only
+    # when the prompt references them.
+    routes.post(tokens_api.ROUTE)(tokens_api.make_handler(comfy_embeddings))
+    log.debug("registered POST %s", tokens_api.ROUTE)
+    return True

@@ -32,6 +32,15 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
     return out, common.status_text(out, settings.clip_skip, family.label, notes)
 
 
+def web_info(out, settings: EncodeSettings) -> dict:
+    """The node's ``ui["clip_suite"]`` entry for the web extension: the model family and each tower's depth
+    and chosen layer, so the page can show what another clip_skip would select before the next run."""
+    layers = {t: {"layer": c.layer, "layer_norm": c.layer_norm, "num_layers": c.num_layers}
+              for t, c in out.layers.items()}
+    return {"family": out.family, "clip_skip": settings.clip_skip, "applies_to": settings.clip_skip_applies_to,
+            "layers": layers}
+
+
 class ClipSuiteTextEncode:
     """CLIP Text Encode (CLIP skip, long prompts): one prompt for any SD1.x/SD2.x/SDXL text encoder."""
 
@@ -61,7 +70,7 @@ class ClipSuiteTextEncode:
         settings = EncodeSettings(clip_skip, "both", chunking, comma_backtrack, weighting, pooled, empty_prompt)
         out, status = run_encode(clip, text, settings)
         conditioning = [[out.cond, {"pooled_output": out.pooled}]]
-        return {"ui": {"text": [status]}, "result": (conditioning,)}
+        return {"ui": {"text": [status], "clip_suite": [web_info(out, settings)]}, "result": (conditioning,)}
 
 
 class ClipSuiteTextEncodeSDXL:
@@ -104,4 +113,4 @@ class ClipSuiteTextEncodeSDXL:
         extra = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                  "target_width": target_width, "target_height": target_height}
         conditioning = [[out.cond, {"pooled_output": out.pooled, **extra}]]
-        return {"ui": {"text": [status]}, "result": (conditioning,)}
+        return {"ui": {"text": [status], "clip_suite": [web_info(out, settings)]}, "result": (conditioning,)}

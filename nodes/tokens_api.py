@@ -63,7 +63,9 @@ def parse_request(body: bytes) -> dict:
 def tokens_report(request: dict, embeddings=None) -> dict:
     """The token report for validated settings (see module docstring)."""
     syntax = _SYNTAX[request["weighting"]]
-    resolver = embeddings.resolver("l", syntax) if embeddings is not None else None
+    # The chunker calls the resolver in its chunking's mode (comfy: "embedding:name" text, a1111: token runs
+    # that spell a file name), whatever the weighting syntax: pick the resolver for that mode.
+    resolver = embeddings.resolver("l", request["chunking"]) if embeddings is not None else None
     chunks = chunk_prompt(
         request["text"],
         syntax=syntax,

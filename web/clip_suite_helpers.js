@@ -1,0 +1,256 @@
+// Pure helpers for the CLIP Suite web extension (clip_suite.js): token-count formatting, a debounce,
+// the clip_skip -> layer rule per model family, score formatting and widget placement.
+// This module imports nothing from ComfyUI, so `node --test tests/js/` runs it outside the browser.
+// ComfyUI loads every .js file under web/ as an extension module: this one only defines things.
+
+/** Prompt tokens per 77-token chunk (BOS and EOS take the other two). */
+export const CHUNK_BODY = 75;
+
+/** The prompt widgets of each of our nodes that get a live token counter. */
+export const PROMPT_WIDGETS = {
+  ClipSuiteTextEncode: ["text"],
+  ClipSuiteTextEncodeSDXL: ["text_g", "text_l"],
+  ClipSuitePromptTokens: ["text"],
+};
+
+/** Our nodes that report per-image scores after a run ({"ui": {"text": [...], "scores": [...]}}). */
+export const SCORE_NODES = ["ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest"];
+
+/** Our encode nodes: they report the model family and layers after a run (ui "clip_suite"). */
+export const ENCODE_NODES = ["ClipSuiteTextEncode", "ClipSuiteTextEncodeSDXL"];
+
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** "143 tokens, 2 chunks" for a route answer {tokens, chunks, chunk_tokens, boundaries}. */
+export function formatCount(report) {
+  return `${plural(report.tokens, "token")}, ${plural(report.chunks, "chunk")}`;
+}
+
+/** One line per chunk: "chunk 2: 68/75 … last words" (the words where the chunk ends). */
+export function formatChunkLines(report) {
+  return report.chunk_tokens.map((n, i) => {
+    const tail = report.boundaries[i] ? ` … ${report.boundaries[i]}` : " (empty)";
+    return `chunk ${i + 1}: ${n}/${CHUNK_BODY}${tail}`;
+  });
+}
+
+/** The request body the route takes, from the node's widget values (defaults as the route's). */
+export function tokenRequest(text, values = {}) {
+  const body = { text: String(text ?? "") };
+  if (values.chunking !== undefined) body.chunking = values.chunking;
+  if (values.comma_backtrack !== undefined) body.comma_backtrack = Number(values.comma_backtrack);
+  if (values.weighting !== undefined) body.weighting = values.weighting;
+  return body;
+}
+
+/**
+ * `fn` called once, `waitMs` after the last of a burst of calls, with that call's arguments.
+ * The returned function has `cancel()` (drop a pending call) and `flush()` (run it now).
+ * Uses the global setTimeout/clearTimeout at call time (so fake timers in tests apply).
+ */
+export function debounce(fn, waitMs) {
+  let timer = null;
+  let pending = null;
+  const run = () => {
+    timer = null;
+    const args = pending;
+    pending = null;
+    if (args) fn(...args);
+  };
+  const debounced = (...args) => {
+    pending = args;
+    if (timer !== null) clearTimeout(timer);
+    timer = setTimeout(run, waitMs);
+  };
+  debounced.cancel = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+    pending = null;
+  };
+  debounced.flush = () => {
+    if (timer !== null) clearTimeout(timer);
+    run();
+  };
+  return debounced;
+}
+
+// ---------------------------------------------------------------------------------------- clip_skip
+// Mirrors clip_impl/clip_skip.py (tests/js/clip_skip_table.json, generated from it, keeps them equal).
+// clip_skip counts layers skipped beyond the family's native layer: 0 is what the model was trained with.
+
+export const APPLIES_TO = ["both", "clip_l", "clip_g"];
+export const TOWER_LABELS = { l: "CLIP-L", g: "CLIP-G", h: "OpenCLIP-H" };
+
+/** name -> {label, towers (channel order), nativeFromEnd (0 final, 1 penultimate), layerNorm}. */
+export const FAMILIES = {
+  sd1: { label: "SD1.x", towers: ["l"], nativeFromEnd: 0, layerNorm: true },
+  sd2: { label: "SD2.x", towers: ["h"], nativeFromEnd: 1, layerNorm: true },
+  sdxl: { label: "SDXL", towers: ["l", "g"], nativeFromEnd: 1, layerNorm: false },
+  sdxl_refiner: { label: "SDXL refiner", towers: ["g"], nativeFromEnd: 1, layerNorm: false },
+  clip: { label: "CLIP", towers: ["l"], nativeFromEnd: 0, layerNorm: true },
+};
+
+function family(name) {
+  const f = FAMILIES[name];
+  if (!f) throw new Error(`unknown model family ${JSON.stringify(name)}`);
+  return f;
+}
+
+function skippedTowers(f, name, appliesTo) {
+  if (!APPLIES_TO.includes(appliesTo)) {
+    throw new Error(`clip_skip_applies_to=${JSON.stringify(appliesTo)}; use one of ${APPLIES_TO.join(", ")}`);
+  }
+  if (appliesTo === "both" || name !== "sdxl") return f.towers;
+  return appliesTo === "clip_l" ? ["l"] : ["g"];
+}
+
+/** [lowest, highest] clip_skip allowed: from -1 where the native layer is the penultimate, up to layer 1. */
+export function clipSkipRange(name, towerLayers, appliesTo = "both") {
+  const f = family(name);
+  const used = skippedTowers(f, name, appliesTo);
+  const low = f.nativeFromEnd >= 1 ? -1 : 0;
+  const high = Math.min(...used.map((t) => towerLayers[t] - f.nativeFromEnd - 1));
+  return [low, high];
+}
+
+/** How other tools' settings map to clip_skip for a family (as clip_skip.translation_hint). */
+export function translationHint(name) {
+  if (name === "sdxl" || name === "sdxl_refiner") {
+    return (
+      "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2 (-2 or no node = 0); " +
+      "diffusers clip_skip k = k; A1111's slider does nothing on SDXL (0)."
+    );
+  }
+  if (name === "sd2") return "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2.";
+  return "0 = the final layer; A1111 'Clip skip: N' = ComfyUI CLIPSetLastLayer -N = clip_skip N-1.";
+}
+
+/** "CLIP-L layer 11/12 (no LayerNorm)", as LayerChoice.describe. */
+export function describeLayer(tower, choice) {
+  const norm = choice.layerNorm ? "LayerNorm" : "no LayerNorm";
+  return `${TOWER_LABELS[tower] ?? tower} layer ${choice.layer}/${choice.numLayers} (${norm})`;
+}
+
+/** Warnings about a selection: an un-normalised final layer (SDXL clip_skip -1), as layer_warnings. */
+export function layerWarnings(layers) {
+  return Object.entries(layers)
+    .filter(([, c]) => c.layer === c.numLayers && !c.layerNorm)
+    .map(
+      ([t]) =>
+        `${TOWER_LABELS[t] ?? t} uses its raw final layer (no LayerNorm): some SDXL checkpoints ship a broken ` +
+        "final CLIP-L layer that gives white or blank images; clip_skip 0 is the native penultimate layer",
+    );
+}
+
+/**
+ * The layer per tower for `clipSkip` (towers outside `appliesTo` keep their native layer), as
+ * clip_skip.resolve_layers. Returns {layers: {tower: {layer, layerNorm, numLayers}}, warnings, range}
+ * or, out of range, {error, range} (the node refuses such a value when it runs).
+ */
+export function resolveClipSkip(name, towerLayers, clipSkip, appliesTo = "both") {
+  const f = family(name);
+  const range = clipSkipRange(name, towerLayers, appliesTo);
+  if (!(clipSkip >= range[0] && clipSkip <= range[1])) {
+    return { error: `clip_skip ${clipSkip} is out of range for ${f.label}: use ${range[0]}..${range[1]}`, range };
+  }
+  const skipped = skippedTowers(f, name, appliesTo);
+  const layers = {};
+  for (const t of f.towers) {
+    const n = towerLayers[t];
+    const k = skipped.includes(t) ? clipSkip : 0;
+    layers[t] = { layer: n - f.nativeFromEnd - k, layerNorm: f.layerNorm, numLayers: n };
+  }
+  return { layers, warnings: layerWarnings(layers), range };
+}
+
+/** Tower depths from an encode node's ui entry {"family", "layers": {t: {num_layers, ...}}}. */
+export function towerLayersFromInfo(info) {
+  return Object.fromEntries(Object.entries(info.layers).map(([t, c]) => [t, c.num_layers]));
+}
+
+/**
+ * The clip_skip lines for the node: what `clipSkip` selects on the family of the last run:
+ * {lines: ["clip_skip 1 on SDXL:", "  CLIP-L layer 10/12 (no LayerNorm)", ..., one warning line], warn}.
+ */
+export function clipSkipLines(info, clipSkip, appliesTo = "both") {
+  const f = family(info.family);
+  const res = resolveClipSkip(info.family, towerLayersFromInfo(info), clipSkip, appliesTo);
+  if (res.error) return { lines: [res.error], warn: true };
+  const lines = [`clip_skip ${clipSkip} on ${f.label}:`];
+  lines.push(...Object.entries(res.layers).map(([t, c]) => `  ${describeLayer(t, c)}`));
+  const raw = Object.entries(res.layers).filter(([, c]) => c.layer === c.numLayers && !c.layerNorm);
+  if (raw.length) {
+    const towers = raw.map(([t]) => TOWER_LABELS[t] ?? t).join(", ");
+    lines.push(`warning: raw final layer on ${towers}: some SDXL checkpoints give white or blank images`);
+  }
+  return { lines, warn: raw.length > 0 };
+}
+
+/** A short suffix for the clip_skip widget's label: "L 11/12, G 31/32", or "out of range". */
+export function clipSkipBadge(info, clipSkip, appliesTo = "both") {
+  const res = resolveClipSkip(info.family, towerLayersFromInfo(info), clipSkip, appliesTo);
+  if (res.error) return `use ${res.range[0]}..${res.range[1]}`;
+  const short = { l: "L", g: "G", h: "H" };
+  return Object.entries(res.layers)
+    .map(([t, c]) => `${short[t] ?? t} ${c.layer}/${c.numLayers}${res.warnings.length ? " raw" : ""}`)
+    .join(", ");
+}
+
+// ------------------------------------------------------------------------------------------- scores
+
+/** A score as the node's report prints it (4 decimals); "n/a" for anything that is not a finite number. */
+export function formatScore(value) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(4) : "n/a";
+}
+
+/**
+ * Lines for per-image scores in batch order, numbered from 0 like the node's best_index output:
+ * a summary ("4 images: best #2 31.4159, mean 28.0000") then "#i  score  bar" (the best marked).
+ * Long batches show the first `limit` images and a count of the rest.
+ */
+export function formatScores(scores, limit = 16) {
+  const values = (scores ?? []).map(Number);
+  if (values.length === 0) return ["no scores"];
+  const finite = values.filter(Number.isFinite);
+  let best = -1;
+  values.forEach((v, i) => {
+    if (Number.isFinite(v) && (best < 0 || v > values[best])) best = i;
+  });
+  const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : NaN;
+  const top = finite.length ? Math.max(...finite.map(Math.abs)) : 0;
+  const summary = `best #${best} ${formatScore(values[best])}, mean ${formatScore(mean)}`;
+  const lines = [`${plural(values.length, "image")}: ${summary}`];
+  values.slice(0, limit).forEach((v, i) => {
+    const bar = top > 0 && Number.isFinite(v) ? "█".repeat(Math.round((Math.abs(v) / top) * 12)) : "";
+    lines.push(`#${i}  ${formatScore(v)}  ${bar}${i === best ? "  ← best" : ""}`);
+  });
+  if (values.length > limit) lines.push(`… ${values.length - limit} more`);
+  return lines;
+}
+
+// ------------------------------------------------------------------------------------------ widgets
+
+/**
+ * Move `widget` to the end of `widgets` (in place; returns its index).
+ * Why: this frontend saves widgets_values by widget index, skipping widgets with serialize === false
+ * (leaving a hole), but loads them into the list of serializable widgets only. A display widget before a
+ * real one would shift every later value by one on load; at the end it leaves no hole.
+ */
+export function placeLast(widgets, widget) {
+  const i = widgets.indexOf(widget);
+  if (i >= 0 && i !== widgets.length - 1) {
+    widgets.splice(i, 1);
+    widgets.push(widget);
+  }
+  return widgets.indexOf(widget);
+}
+
+/**
+ * Height in pixels of the info panel's widget for `lines` text lines: the lines (fixed line height, see
+ * clip_suite.js CSS), the element's padding, and the margin the frontend leaves around a DOM widget.
+ */
+export function panelHeight(lines, lineHeight = 15, padding = 8, margin = 0) {
+  return Math.max(1, lines) * lineHeight + 2 * padding + 2 * margin;
+}
