@@ -115,7 +115,8 @@ def layer_warnings(choices: dict[str, LayerChoice]) -> list[str]:
     """Warnings about a layer selection (an un-normalised final layer on SDXL)."""
     return [
         f"{TOWER_LABELS.get(t, t)} uses its raw final layer (no LayerNorm): some SDXL checkpoints ship a broken "
-        "final CLIP-L layer that gives white or blank images; clip_skip 0 is the native penultimate layer"
+        f"final {TOWER_LABELS.get(t, t)} layer that gives white or blank images; clip_skip 0 is the native "
+        "penultimate layer"
         for t, c in choices.items()
         if c.is_raw_final
     ]

@@ -140,7 +140,8 @@ export function layerWarnings(layers) {
     .map(
       ([t]) =>
         `${TOWER_LABELS[t] ?? t} uses its raw final layer (no LayerNorm): some SDXL checkpoints ship a broken ` +
-        "final CLIP-L layer that gives white or blank images; clip_skip 0 is the native penultimate layer",
+        `final ${TOWER_LABELS[t] ?? t} layer that gives white or blank images; clip_skip 0 is the native ` +
+        "penultimate layer",
     );
 }
 
