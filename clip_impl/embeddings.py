@@ -42,6 +42,7 @@ class TowerEmbedding:
     key: str  # stable identity for caches: file, size, mtime, tower
     vectors: torch.Tensor | None
     length: int  # vectors the reference occupies in a chunk (also when ignored for a width mismatch)
+    note: str = ""  # why it is ignored (``vectors is None``)
 
 
 class EmbeddingFile:
@@ -60,11 +61,12 @@ class EmbeddingFile:
             t = next(iter(self.tensors.values()))
         t = t.reshape(-1, t.shape[-1]).float()
         if width is not None and t.shape[-1] != width:
-            log.warning(
-                "embedding %s (%s) has width %d; this %d-wide text encoder cannot use it, so it is ignored",
-                self.name, self.path.name, t.shape[-1], width,
+            note = (
+                f"embedding {self.name} ({self.path}) has width {t.shape[-1]}; this {width}-wide text encoder "
+                "cannot use it, so it is ignored (an embedding made for another model?)"
             )
-            return TowerEmbedding(self.name, f"{self.key}:{tower}", None, t.shape[0])
+            log.warning(note)
+            return TowerEmbedding(self.name, f"{self.key}:{tower}", None, t.shape[0], note)
         return TowerEmbedding(self.name, f"{self.key}:{tower}", t, t.shape[0])
 
 
@@ -113,14 +115,44 @@ def _read_pickled_embedding(path: Path) -> dict:
     raise ModelFileError(f"embedding {path} holds a {type(obj).__name__}, not embedding vectors")
 
 
+def folder_state(folders) -> tuple:
+    """A cheap fingerprint of embedding folders: every embedding file's path, size and mtime.
+
+    Two equal fingerprints mean a library built earlier still describes the folders (a host compares
+    them before each use; a folder of a few hundred files takes a few milliseconds to scan).
+    """
+    state = []
+    for folder in folders:
+        folder = Path(folder)
+        files = []
+        if folder.is_dir():
+            for root, _, names in os.walk(folder, followlinks=True):
+                for name in names:
+                    if name.lower().endswith(EXTENSIONS):
+                        try:
+                            st = os.stat(os.path.join(root, name))
+                        except OSError:  # removed while we looked, or a broken link
+                            continue
+                        files.append((os.path.join(root, name), st.st_size, st.st_mtime_ns))
+        state.append((str(folder), tuple(sorted(files))))
+    return tuple(state)
+
+
 class EmbeddingLibrary:
     """The embeddings found in one or more folders (subfolders included), loaded on first use."""
 
     def __init__(self, folders):
-        self.folders = [Path(f) for f in folders if f and Path(f).is_dir()]
+        self.requested = tuple(str(f) for f in folders if f)
+        self.folders = [Path(f) for f in self.requested if Path(f).is_dir()]
+        self.state = folder_state(self.requested)
         self._files: dict[Path, EmbeddingFile] = {}
         self._lock = threading.Lock()
         self._names: dict[str, Path] | None = None
+
+    def is_current(self, folders) -> bool:
+        """Whether this library was built from ``folders`` and no embedding file was added, removed or changed."""
+        folders = tuple(str(f) for f in folders if f)
+        return folders == self.requested and folder_state(folders) == self.state
 
     # ------------------------------------------------------------------------ lookup
     def find(self, name: str) -> Path | None:
@@ -172,21 +204,36 @@ class EmbeddingLibrary:
         return _ComfyResolver(self, tower, width)
 
 
-class _ComfyResolver:
-    """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
+class _Resolver:
+    """What both rules share: the library, the tower, and the warnings met (for the node's status)."""
 
     def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
         self.library, self.tower, self.width = library, tower, width
+        self.warnings: list[str] = []
+
+    def _note(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _load(self, path: Path) -> TowerEmbedding | None:
+        """The file's vectors for this tower; None (with a warning) when the file cannot be read."""
+        try:
+            emb = self.library.load(path).for_tower(self.tower, self.width)
+        except ModelFileError as e:
+            log.warning("%s; the reference is ignored", e)
+            self._note(f"{e}; the reference is ignored")
+            return None
+        if emb.vectors is None:
+            self._note(emb.note)
+        return emb
+
+
+class _ComfyResolver(_Resolver):
+    """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
 
     def _get(self, name: str):
         path = self.library.find(name)
-        if path is None:
-            return None
-        try:
-            return self.library.load(path).for_tower(self.tower, self.width)
-        except ModelFileError as e:
-            log.warning("%s; the reference is ignored", e)
-            return None
+        return None if path is None else self._load(path)
 
     def __call__(self, text: str, mode: str = "comfy"):
         words = text.strip("\n").split()
@@ -199,16 +246,18 @@ class _ComfyResolver:
                 emb = self._get(stripped)
                 if emb is not None:
                     return emb, f"{words[0][len(stripped):]} {' '.join(words[1:])}"
+            where = ", ".join(str(f) for f in self.library.folders) or "no embeddings folder"
+            self._note(f"embedding:{words[0]} is not in the embeddings folders ({where}); left out, as ComfyUI does")
         return unknown_embedding_comfy(text)
 
 
-class _A1111Resolver:
+class _A1111Resolver(_Resolver):
     """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
 
     def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
         from .tokenizer import get_tokenizer
 
-        self.library, self.tower, self.width = library, tower, width
+        super().__init__(library, tower, width)
         by_first: dict[int, list] = {}
         tok = get_tokenizer()
         for name, path in library.names().items():
@@ -225,12 +274,8 @@ class _A1111Resolver:
             tok = tokens[i]
             for ids, path in self.by_first.get(tok.id, ()):
                 if [t.id for t in tokens[i : i + len(ids)]] == ids:
-                    try:
-                        emb = self.library.load(path).for_tower(self.tower, self.width)
-                    except ModelFileError as e:
-                        log.warning("%s; the reference is ignored", e)
-                        break
-                    if emb.vectors is None:  # A1111 only registers embeddings that fit the model
+                    emb = self._load(path)
+                    if emb is None or emb.vectors is None:  # A1111 only registers embeddings that fit
                         break
                     out += [PromptToken(0, tok.weight, emb, k) for k in range(emb.length)]
                     i += len(ids)
