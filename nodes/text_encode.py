@@ -2,6 +2,7 @@
 
 The node methods only convert inputs to :class:`EncodeSettings`, call ``encode_prompt`` and package the
 result as ComfyUI's samplers take it: ``[[cond (1, 77*chunks, C), {"pooled_output": (1, P), ...}]]``.
+Embedding references resolve in the host's embeddings folders (ComfyUI's ``models/embeddings``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
             "Use 'CLIP Text Encode (CLIP skip, long prompts)' for other models"
         )
     h.prepare(hosted)
-    out = encode_prompt(hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted))
+    out = encode_prompt(
+        hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted), embeddings=h.embedding_library()
+    )
     out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
     notes = [native_layer_note(hosted.native_layer, family.name, settings.clip_skip)]
     if text_l and family.name != "sdxl":

@@ -21,6 +21,7 @@ CONTRACT = {
         ("CONDITIONING",),
     ),
     "ClipSuitePromptTokens": ("Prompt Tokens (CLIP Suite)", ["text", "chunking", "comma_backtrack"], ("STRING",)),
+    "ClipSuiteLoraLoader": ("Apply LoRA to CLIP (CLIP Suite)", ["clip", "lora_name", "strength"], ("CLIP_SUITE",)),
 }
 ENUMS = {
     "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
@@ -38,7 +39,9 @@ INTS = {  # name: (default, min, max)
     "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
     "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
 }
+FLOATS = {"strength": (1.0, -100.0, 100.0)}  # LoraLoader's strength_clip range
 TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING"}
+OWN_CLIP_ONLY = {"ClipSuiteLoraLoader"}  # takes our CLIP_SUITE only (ComfyUI's LoraLoader serves its CLIP)
 
 
 def test_contract_ids_and_display_names():
@@ -66,11 +69,16 @@ def test_input_types_valid(node_id, standalone):
             default, lo, hi = INTS[name]
             assert kind == "INT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
             assert opts["min"] <= opts["default"] <= opts["max"]
+        elif name in FLOATS:
+            default, lo, hi = FLOATS[name]
+            assert kind == "FLOAT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
+        elif name == "clip" and node_id in OWN_CLIP_ONLY:
+            assert kind == "CLIP_SUITE"
         elif name in TYPES:
             assert kind == TYPES[name], name
             if kind == "STRING":
                 assert opts.get("multiline") is True
-        elif name in ("model", "model_2"):
+        elif name in ("model", "model_2", "lora_name"):
             assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
             assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
         else:
