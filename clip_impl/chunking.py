@@ -74,20 +74,21 @@ class TokenChunk:
         return (tuple(self.ids(pad_id)), vectors)
 
 
-def unknown_embedding_comfy(reference: str) -> tuple[None, str]:
+def unknown_embedding_comfy(reference: str, warn: bool = True) -> tuple[None, str]:
     """What ComfyUI keeps of ``embedding:<reference>`` when no such embedding exists: (None, leftover).
 
     The name is the first word and is dropped; the rest of the text is tokenized. When the name carries
     commas ComfyUI retries without them and keeps ``name[len(stripped name):]`` (the commas for
     ``foo,``; for ``,foo`` its last character) in front of the leftover; we keep that quirk bit for bit
     (``comfy/sd1_clip.py`` ``SDTokenizer._try_get_embedding``). A reference with no name (on which
-    ComfyUI fails) stays plain text.
+    ComfyUI fails) stays plain text. ``warn=False``: the caller has already said why (e.g. an unreadable file).
     """
     words = reference.split()
     if not words:
         return None, "embedding:" + reference
     name, leftover = words[0], " ".join(words[1:])
-    log.warning("embedding:%s not found; ignoring it", name)
+    if warn:
+        log.warning("embedding:%s not found; ignoring it", name)
     stripped = name.strip(",")
     if len(stripped) < len(name):
         leftover = f"{name[len(stripped):]} {leftover}"

@@ -246,9 +246,10 @@ class _ComfyResolver(_Resolver):
                 emb = self._get(stripped)
                 if emb is not None:
                     return emb, f"{words[0][len(stripped):]} {' '.join(words[1:])}"
-            if self.library.find(words[0]) is None and not (stripped and self.library.find(stripped)):
-                where = ", ".join(str(f) for f in self.library.folders) or "no embeddings folder"
-                self._note(f"embedding:{words[0]} is not in the embeddings folders ({where}); left out, as ComfyUI does")
+            if self.library.find(words[0]) is not None or (stripped and self.library.find(stripped)):
+                return unknown_embedding_comfy(text, warn=False)  # found but unusable: already said why
+            where = ", ".join(str(f) for f in self.library.folders) or "no embeddings folder"
+            self._note(f"embedding:{words[0]} is not in the embeddings folders ({where}); left out, as ComfyUI does")
         return unknown_embedding_comfy(text)
 
 
