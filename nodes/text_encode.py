@@ -53,7 +53,10 @@ class ClipSuiteTextEncode:
         return {
             "required": {
                 "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
-                "text": common.text_input("The prompt. BREAK starts a new 77-token chunk; (word:1.2) weights a word."),
+                "text": common.text_input(
+                    "The prompt. BREAK starts a new 77-token chunk; (word:1.2) weights a word; embedding:name uses an "
+                    "embedding from the embeddings folder (with a1111 weighting: its bare name)."
+                ),
                 "clip_skip": common.clip_skip_input(),
                 **common.chunking_inputs(),
                 **common.encode_options(),
@@ -85,7 +88,10 @@ class ClipSuiteTextEncodeSDXL:
         return {
             "required": {
                 "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
-                "text_g": common.text_input("The prompt (CLIPTextEncodeSDXL's text_g): for CLIP-G, and for CLIP-L too when text_l is empty."),
+                "text_g": common.text_input(
+                    "The prompt (CLIPTextEncodeSDXL's text_g): for CLIP-G, and for CLIP-L too when text_l is empty. "
+                    "embedding:name uses an embedding from the embeddings folder (with a1111 weighting: its bare name)."
+                ),
                 "text_l": common.text_input(
                     "A separate prompt for CLIP-L (CLIPTextEncodeSDXL's text_l). Empty: use text_g, as A1111, Forge "
                     "and diffusers (one prompt for both towers) do."
