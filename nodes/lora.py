@@ -54,7 +54,8 @@ class ClipSuiteLoraLoader:
         return {
             "required": {
                 "clip": ("CLIP_SUITE", {"tooltip": "From 'Load CLIP (CLIP Suite)' or another LoRA node of ours."}),
-                "lora_name": (lora_choices(), {"tooltip": "A LoRA from ComfyUI's loras folder (as LoraLoader lists them)."}),
+                "lora_name": (lora_choices(), {
+                    "tooltip": "A LoRA from ComfyUI's loras folder (as LoraLoader lists them)."}),
                 "strength": ("FLOAT", {
                     "default": 1.0, "min": STRENGTH_MIN, "max": STRENGTH_MAX, "step": 0.01,
                     "tooltip": "How strongly the LoRA changes the text encoders: LoraLoader's strength_clip. "
