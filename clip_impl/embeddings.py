@@ -1,6 +1,7 @@
 """Textual-inversion embeddings: find, load (safely) and pick the vectors for each text tower.
 
-Two reference syntaxes (``chunking.tokenize_segments`` calls the resolvers made here):
+Two reference rules (``chunking.tokenize_segments`` calls :class:`EmbeddingResolver` with the rule that
+goes with the prompt's weighting syntax):
 
 - ``comfy`` (ComfyUI's rule, ``comfy/sd1_clip.py`` ``SDTokenizer``): ``embedding:name`` (extension
   optional, subfolders of the embeddings folders searched, a trailing comma tolerated). A missing
@@ -197,19 +198,29 @@ class EmbeddingLibrary:
             return self._files[path]
 
     # ------------------------------------------------------------------------ resolvers
-    def resolver(self, tower: str, syntax: str, width: int | None = None):
-        """A ``resolve_embedding`` callable for :func:`chunking.chunk_prompt` (see its docstring)."""
-        if syntax == "a1111":
-            return _A1111Resolver(self, tower, width)
-        return _ComfyResolver(self, tower, width)
+    def resolver(self, tower: str, syntax: str = "comfy", width: int | None = None) -> "EmbeddingResolver":
+        """A ``resolve_embedding`` callable for :func:`chunking.chunk_prompt`, for one tower (``width``: its
+        width; vectors of another width are left out with a warning).
+
+        The chunker names the rule with each call (ComfyUI's ``embedding:name`` or A1111's bare names; it
+        follows the weighting syntax), so one resolver serves both and ``syntax`` does not restrict it.
+        """
+        return EmbeddingResolver(self, tower, width)
 
 
-class _Resolver:
-    """What both rules share: the library, the tower, and the warnings met (for the node's status)."""
+class EmbeddingResolver:
+    """Turns embedding references into vectors for one tower, by ComfyUI's or A1111's rule; collects the
+    warnings met (missing, unreadable or misfit files) in :attr:`warnings` for the node's status."""
 
     def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
         self.library, self.tower, self.width = library, tower, width
         self.warnings: list[str] = []
+        self._by_first: dict[int, list] | None = None
+
+    def __call__(self, reference, mode: str = "comfy"):
+        """comfy: ``reference`` is the text after ``embedding:`` -> (TowerEmbedding or None, leftover text).
+        a1111: ``reference`` is a list of PromptTokens -> the list with embedding names replaced."""
+        return self._a1111(reference) if mode == "a1111" else self._comfy(reference)
 
     def _note(self, message: str) -> None:
         if message not in self.warnings:
@@ -227,15 +238,13 @@ class _Resolver:
             self._note(emb.note)
         return emb
 
-
-class _ComfyResolver(_Resolver):
-    """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
-
+    # ------------------------------------------------------------------------ ComfyUI's rule
     def _get(self, name: str):
         path = self.library.find(name)
         return None if path is None else self._load(path)
 
-    def __call__(self, text: str, mode: str = "comfy"):
+    def _comfy(self, text: str):
+        """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
         words = text.strip("\n").split()
         if words:
             emb = self._get(words[0])
@@ -252,29 +261,30 @@ class _ComfyResolver(_Resolver):
             self._note(f"embedding:{words[0]} is not in the embeddings folders ({where}); left out, as ComfyUI does")
         return unknown_embedding_comfy(text)
 
+    # ------------------------------------------------------------------------ A1111's rule
+    def _names_by_first_token(self) -> dict[int, list]:
+        """First token id -> [(token ids of a file name, path)], longest names first (built on first use)."""
+        if self._by_first is None:
+            from .tokenizer import get_tokenizer
 
-class _A1111Resolver(_Resolver):
-    """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
+            by_first: dict[int, list] = {}
+            tok = get_tokenizer()
+            for name, path in self.library.names().items():
+                ids = tok.encode(name)
+                if ids:
+                    by_first.setdefault(ids[0], []).append((ids, path))
+            for options in by_first.values():
+                options.sort(key=lambda o: -len(o[0]))
+            self._by_first = by_first
+        return self._by_first
 
-    def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
-        from .tokenizer import get_tokenizer
-
-        super().__init__(library, tower, width)
-        by_first: dict[int, list] = {}
-        tok = get_tokenizer()
-        for name, path in library.names().items():
-            ids = tok.encode(name)
-            if ids:
-                by_first.setdefault(ids[0], []).append((ids, path))
-        for options in by_first.values():
-            options.sort(key=lambda o: -len(o[0]))
-        self.by_first = by_first
-
-    def __call__(self, tokens, mode: str = "a1111"):
+    def _a1111(self, tokens):
+        """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
+        by_first = self._names_by_first_token()
         out, i = [], 0
         while i < len(tokens):
             tok = tokens[i]
-            for ids, path in self.by_first.get(tok.id, ()):
+            for ids, path in by_first.get(tok.id, ()):
                 if [t.id for t in tokens[i : i + len(ids)]] == ids:
                     emb = self._load(path)
                     if emb is None or emb.vectors is None:  # A1111 only registers embeddings that fit

@@ -160,3 +160,13 @@ def test_library_fingerprint_follows_the_files(tmp_path):
     assert lib.is_current([tmp_path])  # other files do not matter
     save_file({"emb_params": torch.ones(2, L_W)}, str(tmp_path / "a.safetensors"))  # rewritten in place
     assert not lib.is_current([tmp_path])
+
+
+def test_one_resolver_serves_both_rules(emb_dir):
+    """The chunker names the rule with each call, so a resolver made for either syntax works with any settings."""
+    lib = EmbeddingLibrary([emb_dir])
+    for made_for in ("comfy", "a1111"):
+        resolver = lib.resolver("l", made_for, L_W)
+        comfy = chunk_prompt("a embedding:xl4 cat", syntax="comfy", chunking="a1111", resolve_embedding=resolver)
+        a1111 = chunk_prompt("a xl4 cat", syntax="a1111", chunking="comfy", resolve_embedding=resolver)
+        assert body(comfy) == body(a1111) and [b[2] for b in body(comfy)][1:5] == ["xl4"] * 4
