@@ -147,6 +147,12 @@ class _Host:
     def from_native(self, clip) -> HostedClip:
         raise TypeError("a ComfyUI CLIP object can only be used inside ComfyUI")
 
+    def chunk_cache(self, hosted: HostedClip):
+        """The encoded-chunk cache for a model: the shared CPU cache, seen from the towers' device."""
+        devices = {_module_device(t) for t in hosted.model.towers.values()}
+        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
+        return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
+
     # ------------------------------------------------------------------------------- embeddings, LoRA
     def embedding_folders(self) -> list[str]:
         """The folders textual-inversion embeddings are looked up in (ComfyUI's ``embeddings``)."""
@@ -172,12 +178,6 @@ class _Host:
     def derive(self, hosted: HostedClip, model: ClipModel) -> HostedClip:
         """A HostedClip for a model made from ``hosted``'s (same devices and origin)."""
         return HostedClip(model, origin=hosted.origin, native_layer=hosted.native_layer)
-
-    def chunk_cache(self, hosted: HostedClip):
-        """The encoded-chunk cache for a model: the shared CPU cache, seen from the towers' device."""
-        devices = {_module_device(t) for t in hosted.model.towers.values()}
-        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
-        return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
 
 
 class StandaloneHost(_Host):
