@@ -6,8 +6,13 @@ import pytest
 
 from clip_suite.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
+# The LoRA node's inputs: our CLIP_SUITE only (ComfyUI's LoraLoader serves its CLIP), a file from the loras
+# folders, and LoraLoader's strength_clip range (default, min, max).
+LORA_INPUTS = {"clip": "CLIP_SUITE", "lora_name": list, "strength": ("FLOAT", 1.0, -100.0, 100.0)}
+
 # DESIGN 3: ids, display names and input names are a public interface (saved workflows use them).
 CONTRACT = {
+    "ClipSuiteLoraLoader": ("Apply LoRA to CLIP (CLIP Suite)", ["clip", "lora_name", "strength"], ("CLIP_SUITE",)),
     "ClipSuiteLoader": ("Load CLIP (CLIP Suite)", ["model", "model_2", "architecture", "precision", "device"], ("CLIP_SUITE",)),
     "ClipSuiteTextEncode": (
         "CLIP Text Encode (CLIP skip, long prompts)",
@@ -21,7 +26,6 @@ CONTRACT = {
         ("CONDITIONING",),
     ),
     "ClipSuitePromptTokens": ("Prompt Tokens (CLIP Suite)", ["text", "chunking", "comma_backtrack"], ("STRING",)),
-    "ClipSuiteLoraLoader": ("Apply LoRA to CLIP (CLIP Suite)", ["clip", "lora_name", "strength"], ("CLIP_SUITE",)),
 }
 ENUMS = {
     "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
@@ -39,9 +43,7 @@ INTS = {  # name: (default, min, max)
     "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
     "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
 }
-FLOATS = {"strength": (1.0, -100.0, 100.0)}  # LoraLoader's strength_clip range
 TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING"}
-OWN_CLIP_ONLY = {"ClipSuiteLoraLoader"}  # takes our CLIP_SUITE only (ComfyUI's LoraLoader serves its CLIP)
 
 
 def test_contract_ids_and_display_names():
@@ -62,23 +64,26 @@ def test_input_types_valid(node_id, standalone):
         assert isinstance(entry, tuple) and len(entry) == 2, f"{name}: (type, options) expected"
         kind, opts = entry
         assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 20, f"{name}: tooltip missing"
-        if name in ENUMS:
+        if node_id == "ClipSuiteLoraLoader":
+            want = LORA_INPUTS[name]
+            if want is list:
+                assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
+            elif isinstance(want, tuple):
+                assert (kind, opts["default"], opts["min"], opts["max"]) == want and opts["step"] <= 0.01, name
+            else:
+                assert kind == want, name
+        elif name in ENUMS:
             values, default = ENUMS[name]
             assert kind == values and opts["default"] == default, name
         elif name in INTS:
             default, lo, hi = INTS[name]
             assert kind == "INT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
             assert opts["min"] <= opts["default"] <= opts["max"]
-        elif name in FLOATS:
-            default, lo, hi = FLOATS[name]
-            assert kind == "FLOAT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
-        elif name == "clip" and node_id in OWN_CLIP_ONLY:
-            assert kind == "CLIP_SUITE"
         elif name in TYPES:
             assert kind == TYPES[name], name
             if kind == "STRING":
                 assert opts.get("multiline") is True
-        elif name in ("model", "model_2", "lora_name"):
+        elif name in ("model", "model_2"):
             assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
             assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
         else:
