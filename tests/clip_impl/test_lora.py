@@ -244,3 +244,13 @@ def test_loras_for_other_models_and_other_files_are_clear_errors(model_dir, tmp_
 def emb_file(tmp_path):
     save_file({"emb_params": torch.zeros(2, 128)}, str(tmp_path / "an_embedding.safetensors"))
     return tmp_path / "an_embedding.safetensors"
+
+
+def test_fp16_storage_gives_the_same_patched_values(model_dir, sd1_lora):
+    """ComfyUI on a GPU: towers stored in fp16 (storage_dtype), patched towers stay fp16 with equal values."""
+    path, _ = sd1_lora
+    lora = read_lora(path)
+    fp16 = apply_loras(load_clip(model_dir / "sd15.safetensors", storage_dtype=torch.float16), [(lora, 0.7)]).model
+    fp32 = apply_loras(load_clip(model_dir / "sd15.safetensors"), [(lora, 0.7)]).model
+    for (name, a), b in zip(fp16.towers["l"].state_dict().items(), fp32.towers["l"].state_dict().values()):
+        assert a.dtype == torch.float16 and torch.equal(a.float(), b), name
