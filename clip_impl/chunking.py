@@ -7,9 +7,13 @@ Two packing rules (``CHUNKINGS``):
   not fit is cut exactly at the chunk edge, a shorter one moves whole to the next chunk. A reference to
   an embedding that is not found (or any reference, when no embedding library is given) is dropped with
   a warning and the text after its name is kept, as ComfyUI does (it always has an embeddings folder).
+  An embedding in a group follows its group (ComfyUI makes each ``embedding:`` reference its own group).
 - ``a1111``: AUTOMATIC1111's ``tokenize_line``. When a chunk is full and the next token is not a comma,
   the tokens after the chunk's last comma move to the next chunk if that comma is at most
   ``comma_backtrack`` tokens back (0 disables it); embeddings are never split.
+
+Embedding references follow the weighting syntax, whichever packing is used: ``embedding:name`` in
+ComfyUI (and plain) syntax, bare words that name an embedding file in A1111 syntax.
 
 BREAK closes the current chunk in both (even an empty one: a leading BREAK makes an empty chunk), and a
 prompt always has at least one chunk. CLIP-L pads with EOS, OpenCLIP towers with 0 (``pad_id``).
@@ -70,20 +74,21 @@ class TokenChunk:
         return (tuple(self.ids(pad_id)), vectors)
 
 
-def unknown_embedding_comfy(reference: str) -> tuple[None, str]:
+def unknown_embedding_comfy(reference: str, warn: bool = True) -> tuple[None, str]:
     """What ComfyUI keeps of ``embedding:<reference>`` when no such embedding exists: (None, leftover).
 
     The name is the first word and is dropped; the rest of the text is tokenized. When the name carries
     commas ComfyUI retries without them and keeps ``name[len(stripped name):]`` (the commas for
     ``foo,``; for ``,foo`` its last character) in front of the leftover; we keep that quirk bit for bit
     (``comfy/sd1_clip.py`` ``SDTokenizer._try_get_embedding``). A reference with no name (on which
-    ComfyUI fails) stays plain text.
+    ComfyUI fails) stays plain text. ``warn=False``: the caller has already said why (e.g. an unreadable file).
     """
     words = reference.split()
     if not words:
         return None, "embedding:" + reference
     name, leftover = words[0], " ".join(words[1:])
-    log.warning("embedding:%s not found; ignoring it", name)
+    if warn:
+        log.warning("embedding:%s not found; ignoring it", name)
     stripped = name.strip(",")
     if len(stripped) < len(name):
         leftover = f"{name[len(stripped):]} {leftover}"
@@ -96,14 +101,14 @@ def _embedding_tokens(embedding, weight: float) -> list[PromptToken]:
 
 def tokenize_segments(
     segments: list[Segment],
-    chunking: str,
+    references: str,
     tokenizer: ClipTokenizer,
     resolve_embedding=None,
 ) -> list[list[PromptToken] | None]:
     """Tokenize segments into groups (``None`` marks a BREAK).
 
-    ``comfy`` splits a segment before each ``embedding:`` reference, as ComfyUI does; ``a1111`` keeps
-    each run whole. ``resolve_embedding(word, mode)`` (optional) turns references into embeddings; it
+    ``references`` is the embedding reference rule: ``comfy`` splits a segment before each
+    ``embedding:`` reference, as ComfyUI does; ``a1111`` keeps each run whole (bare words name embeddings). ``resolve_embedding(word, mode)`` (optional) turns references into embeddings; it
     returns (embedding or None, leftover text) in comfy mode (for a name it does not know, what
     :func:`unknown_embedding_comfy` returns), or a list of PromptTokens in a1111 mode. Without it, every
     comfy-mode reference is unknown.
@@ -114,7 +119,7 @@ def tokenize_segments(
         if seg.is_break:
             order.append(None)
             continue
-        if chunking == "comfy":
+        if references == "comfy":
             pieces = _EMBEDDING_SPLIT.split(seg.text)
             pieces = pieces[:1] + ["embedding:" + p for p in pieces[1:]]
             for piece in (p for p in pieces if p):
@@ -141,7 +146,7 @@ def tokenize_segments(
             continue
         weight = texts[item][1]
         tokens = [PromptToken(i, weight) for i in ids[item]]
-        if resolve_embedding is not None and chunking == "a1111":
+        if resolve_embedding is not None and references == "a1111":
             tokens = resolve_embedding(tokens, "a1111")
         groups.append(tokens)
     return groups
@@ -233,7 +238,10 @@ def chunk_prompt(
     if chunking not in CHUNKINGS:
         raise ValueError(f"unknown chunking {chunking!r}; use one of {', '.join(CHUNKINGS)}")
     tokenizer = tokenizer or get_tokenizer()
-    groups = tokenize_segments(parse_prompt(text, syntax), chunking, tokenizer, resolve_embedding)
+    # Embedding references follow the weighting syntax, not the packing: A1111 prompts name embeddings by
+    # bare words, ComfyUI (and plain-text) prompts with ``embedding:name`` (EmbeddingLibrary.resolver).
+    references = "a1111" if syntax == "a1111" else "comfy"
+    groups = tokenize_segments(parse_prompt(text, syntax), references, tokenizer, resolve_embedding)
     chunks = pack_comfy(groups) if chunking == "comfy" else pack_a1111(groups, comma_backtrack)
     # An embedding too wide or narrow for the tower keeps its place in the packing but is then left
     # out, the rest of its chunk moving up (ComfyUI's SDClipModel.process_tokens does the same).

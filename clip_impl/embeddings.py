@@ -1,6 +1,7 @@
 """Textual-inversion embeddings: find, load (safely) and pick the vectors for each text tower.
 
-Two reference syntaxes (``chunking.tokenize_segments`` calls the resolvers made here):
+Two reference rules (``chunking.tokenize_segments`` calls :class:`EmbeddingResolver` with the rule that
+goes with the prompt's weighting syntax):
 
 - ``comfy`` (ComfyUI's rule, ``comfy/sd1_clip.py`` ``SDTokenizer``): ``embedding:name`` (extension
   optional, subfolders of the embeddings folders searched, a trailing comma tolerated). A missing
@@ -42,6 +43,7 @@ class TowerEmbedding:
     key: str  # stable identity for caches: file, size, mtime, tower
     vectors: torch.Tensor | None
     length: int  # vectors the reference occupies in a chunk (also when ignored for a width mismatch)
+    note: str = ""  # why it is ignored (``vectors is None``)
 
 
 class EmbeddingFile:
@@ -60,11 +62,12 @@ class EmbeddingFile:
             t = next(iter(self.tensors.values()))
         t = t.reshape(-1, t.shape[-1]).float()
         if width is not None and t.shape[-1] != width:
-            log.warning(
-                "embedding %s (%s) has width %d; this %d-wide text encoder cannot use it, so it is ignored",
-                self.name, self.path.name, t.shape[-1], width,
+            note = (
+                f"embedding {self.name} ({self.path}) has width {t.shape[-1]}; this {width}-wide text encoder "
+                "cannot use it, so it is ignored (an embedding made for another model?)"
             )
-            return TowerEmbedding(self.name, f"{self.key}:{tower}", None, t.shape[0])
+            log.warning(note)
+            return TowerEmbedding(self.name, f"{self.key}:{tower}", None, t.shape[0], note)
         return TowerEmbedding(self.name, f"{self.key}:{tower}", t, t.shape[0])
 
 
@@ -113,14 +116,44 @@ def _read_pickled_embedding(path: Path) -> dict:
     raise ModelFileError(f"embedding {path} holds a {type(obj).__name__}, not embedding vectors")
 
 
+def folder_state(folders) -> tuple:
+    """A cheap fingerprint of embedding folders: every embedding file's path, size and mtime.
+
+    Two equal fingerprints mean a library built earlier still describes the folders (a host compares
+    them before each use; a folder of a few hundred files takes a few milliseconds to scan).
+    """
+    state = []
+    for folder in folders:
+        folder = Path(folder)
+        files = []
+        if folder.is_dir():
+            for root, _, names in os.walk(folder, followlinks=True):
+                for name in names:
+                    if name.lower().endswith(EXTENSIONS):
+                        try:
+                            st = os.stat(os.path.join(root, name))
+                        except OSError:  # removed while we looked, or a broken link
+                            continue
+                        files.append((os.path.join(root, name), st.st_size, st.st_mtime_ns))
+        state.append((str(folder), tuple(sorted(files))))
+    return tuple(state)
+
+
 class EmbeddingLibrary:
     """The embeddings found in one or more folders (subfolders included), loaded on first use."""
 
     def __init__(self, folders):
-        self.folders = [Path(f) for f in folders if f and Path(f).is_dir()]
+        self.requested = tuple(str(f) for f in folders if f)
+        self.folders = [Path(f) for f in self.requested if Path(f).is_dir()]
+        self.state = folder_state(self.requested)
         self._files: dict[Path, EmbeddingFile] = {}
         self._lock = threading.Lock()
         self._names: dict[str, Path] | None = None
+
+    def is_current(self, folders) -> bool:
+        """Whether this library was built from ``folders`` and no embedding file was added, removed or changed."""
+        folders = tuple(str(f) for f in folders if f)
+        return folders == self.requested and folder_state(folders) == self.state
 
     # ------------------------------------------------------------------------ lookup
     def find(self, name: str) -> Path | None:
@@ -165,30 +198,53 @@ class EmbeddingLibrary:
             return self._files[path]
 
     # ------------------------------------------------------------------------ resolvers
-    def resolver(self, tower: str, syntax: str, width: int | None = None):
-        """A ``resolve_embedding`` callable for :func:`chunking.chunk_prompt` (see its docstring)."""
-        if syntax == "a1111":
-            return _A1111Resolver(self, tower, width)
-        return _ComfyResolver(self, tower, width)
+    def resolver(self, tower: str, syntax: str = "comfy", width: int | None = None) -> "EmbeddingResolver":
+        """A ``resolve_embedding`` callable for :func:`chunking.chunk_prompt`, for one tower (``width``: its
+        width; vectors of another width are left out with a warning).
+
+        The chunker names the rule with each call (ComfyUI's ``embedding:name`` or A1111's bare names; it
+        follows the weighting syntax), so one resolver serves both and ``syntax`` does not restrict it.
+        """
+        return EmbeddingResolver(self, tower, width)
 
 
-class _ComfyResolver:
-    """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
+class EmbeddingResolver:
+    """Turns embedding references into vectors for one tower, by ComfyUI's or A1111's rule; collects the
+    warnings met (missing, unreadable or misfit files) in :attr:`warnings` for the node's status."""
 
     def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
         self.library, self.tower, self.width = library, tower, width
+        self.warnings: list[str] = []
+        self._by_first: dict[int, list] | None = None
 
-    def _get(self, name: str):
-        path = self.library.find(name)
-        if path is None:
-            return None
+    def __call__(self, reference, mode: str = "comfy"):
+        """comfy: ``reference`` is the text after ``embedding:`` -> (TowerEmbedding or None, leftover text).
+        a1111: ``reference`` is a list of PromptTokens -> the list with embedding names replaced."""
+        return self._a1111(reference) if mode == "a1111" else self._comfy(reference)
+
+    def _note(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _load(self, path: Path) -> TowerEmbedding | None:
+        """The file's vectors for this tower; None (with a warning) when the file cannot be read."""
         try:
-            return self.library.load(path).for_tower(self.tower, self.width)
+            emb = self.library.load(path).for_tower(self.tower, self.width)
         except ModelFileError as e:
             log.warning("%s; the reference is ignored", e)
+            self._note(f"{e}; the reference is ignored")
             return None
+        if emb.vectors is None:
+            self._note(emb.note)
+        return emb
 
-    def __call__(self, text: str, mode: str = "comfy"):
+    # ------------------------------------------------------------------------ ComfyUI's rule
+    def _get(self, name: str):
+        path = self.library.find(name)
+        return None if path is None else self._load(path)
+
+    def _comfy(self, text: str):
+        """``embedding:name rest`` -> (TowerEmbedding or None, leftover text), ComfyUI's rule."""
         words = text.strip("\n").split()
         if words:
             emb = self._get(words[0])
@@ -199,38 +255,39 @@ class _ComfyResolver:
                 emb = self._get(stripped)
                 if emb is not None:
                     return emb, f"{words[0][len(stripped):]} {' '.join(words[1:])}"
+            if self.library.find(words[0]) is not None or (stripped and self.library.find(stripped)):
+                return unknown_embedding_comfy(text, warn=False)  # found but unusable: already said why
+            where = ", ".join(str(f) for f in self.library.folders) or "no embeddings folder"
+            self._note(f"embedding:{words[0]} is not in the embeddings folders ({where}); left out, as ComfyUI does")
         return unknown_embedding_comfy(text)
 
+    # ------------------------------------------------------------------------ A1111's rule
+    def _names_by_first_token(self) -> dict[int, list]:
+        """First token id -> [(token ids of a file name, path)], longest names first (built on first use)."""
+        if self._by_first is None:
+            from .tokenizer import get_tokenizer
 
-class _A1111Resolver:
-    """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
+            by_first: dict[int, list] = {}
+            tok = get_tokenizer()
+            for name, path in self.library.names().items():
+                ids = tok.encode(name)
+                if ids:
+                    by_first.setdefault(ids[0], []).append((ids, path))
+            for options in by_first.values():
+                options.sort(key=lambda o: -len(o[0]))
+            self._by_first = by_first
+        return self._by_first
 
-    def __init__(self, library: EmbeddingLibrary, tower: str, width: int | None):
-        from .tokenizer import get_tokenizer
-
-        self.library, self.tower, self.width = library, tower, width
-        by_first: dict[int, list] = {}
-        tok = get_tokenizer()
-        for name, path in library.names().items():
-            ids = tok.encode(name)
-            if ids:
-                by_first.setdefault(ids[0], []).append((ids, path))
-        for options in by_first.values():
-            options.sort(key=lambda o: -len(o[0]))
-        self.by_first = by_first
-
-    def __call__(self, tokens, mode: str = "a1111"):
+    def _a1111(self, tokens):
+        """Replace token runs that spell an embedding's file name by its vectors (A1111's rule)."""
+        by_first = self._names_by_first_token()
         out, i = [], 0
         while i < len(tokens):
             tok = tokens[i]
-            for ids, path in self.by_first.get(tok.id, ()):
+            for ids, path in by_first.get(tok.id, ()):
                 if [t.id for t in tokens[i : i + len(ids)]] == ids:
-                    try:
-                        emb = self.library.load(path).for_tower(self.tower, self.width)
-                    except ModelFileError as e:
-                        log.warning("%s; the reference is ignored", e)
-                        break
-                    if emb.vectors is None:  # A1111 only registers embeddings that fit the model
+                    emb = self._load(path)
+                    if emb is None or emb.vectors is None:  # A1111 only registers embeddings that fit
                         break
                     out += [PromptToken(0, tok.weight, emb, k) for k in range(emb.length)]
                     i += len(ids)

@@ -77,8 +77,9 @@ def encode_prompt(
 ) -> EncodedText:
     """Encode ``text`` (SDXL: for CLIP-G, and for CLIP-L unless ``text_l`` is non-empty).
 
-    ``embeddings`` (optional) is an embedding library with ``resolver(tower, syntax)`` for
-    ``embedding:name`` references. Returns float32 tensors on the tower's device.
+    ``embeddings`` (optional) is an embedding library with ``resolver(tower, syntax, width)`` for
+    embedding references (``embedding:name``, or bare names in A1111 syntax); its resolvers' warnings
+    (missing, unreadable or misfit embeddings) join ``warnings``. Returns float32 tensors on the tower's device.
     """
     settings.validate()
     family = model.family
@@ -105,6 +106,8 @@ def encode_prompt(
             comma_backtrack=settings.comma_backtrack,
             resolve_embedding=resolver,
         )
+        # Embeddings that are missing, unreadable or of the wrong width: say so next to the layer warnings.
+        warnings += [w for w in getattr(resolver, "warnings", ()) if w not in warnings]
     _check_weights(chunks)
     own = {t: len(c) for t, c in chunks.items()}
     total = max(own.values())

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..clip_impl.cache import CHUNK_CACHE, ByteLRUCache
+from ..clip_impl.embeddings import EmbeddingLibrary
 from ..clip_impl.loading import load_clip
 from ..clip_impl.model import ClipModel
 from . import native_clip
@@ -38,6 +39,8 @@ DIFFUSERS_FOLDER = "diffusers"
 READABLE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 DEVICES = ("auto", "cpu", "gpu")
 NATIVE_CACHE_SIZE = 2  # converted native CLIPs kept (each is a full copy of its text encoders)
+EMBEDDINGS_ENV = "CLIP_SUITE_EMBEDDINGS"  # standalone host: embedding folders (os.pathsep-separated)
+_EMBEDDINGS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -154,6 +157,32 @@ class _Host:
         device = devices.pop() if len(devices) == 1 else torch.device("cpu")
         return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
 
+    # ------------------------------------------------------------------------------- embeddings, LoRA
+    def embedding_folders(self) -> list[str]:
+        """The folders textual-inversion embeddings are looked up in (ComfyUI's ``embeddings``)."""
+        return self.search_paths("embeddings")
+
+    def embedding_library(self) -> EmbeddingLibrary | None:
+        """An EmbeddingLibrary over :meth:`embedding_folders` (None when none exists), kept between runs
+        and rebuilt when an embedding file is added, removed or changed."""
+        folders = [f for f in self.embedding_folders() if os.path.isdir(f)]
+        if not folders:
+            return None
+        with _EMBEDDINGS_LOCK:
+            library = getattr(self, "_embeddings", None)
+            if library is None or not library.is_current(folders):
+                library = EmbeddingLibrary(folders)
+                self._embeddings = library
+        return library
+
+    def storage_device(self, hosted: HostedClip) -> torch.device | None:
+        """Where towers derived from ``hosted`` (e.g. LoRA-patched) should live; None: where its towers are."""
+        return None
+
+    def derive(self, hosted: HostedClip, model: ClipModel) -> HostedClip:
+        """A HostedClip for a model made from ``hosted``'s (same devices and origin)."""
+        return HostedClip(model, origin=hosted.origin, native_layer=hosted.native_layer)
+
 
 class StandaloneHost(_Host):
     """Runs our nodes without ComfyUI: folders under ``models_dir`` (ComfyUI's ``models/`` layout)."""
@@ -177,6 +206,13 @@ class StandaloneHost(_Host):
                 for dirpath, _dirs, files in os.walk(root, followlinks=True):
                     out += [Path(os.path.relpath(os.path.join(dirpath, f), root)).as_posix() for f in files]
         return sorted(set(out))
+
+    def embedding_folders(self) -> list[str]:
+        """$CLIP_SUITE_EMBEDDINGS when set, else ``embeddings/`` in the models folder."""
+        from_env = os.environ.get(EMBEDDINGS_ENV)
+        if from_env:
+            return [p for p in from_env.split(os.pathsep) if p]
+        return self.search_paths("embeddings")
 
     def device(self, device: str) -> torch.device:
         if device not in DEVICES:
@@ -310,6 +346,19 @@ class ComfyHost(_Host):
                     self._native.popitem(last=False)
         return HostedClip(model, patchers, origin="native", native_layer=getattr(clip, "layer_idx", None))
 
+    def storage_device(self, hosted: HostedClip) -> torch.device | None:
+        """Derived towers live where ComfyUI keeps the originals between runs (the offload device)."""
+        patcher = next(iter(hosted.patchers.values()), None)
+        return None if patcher is None else patcher.offload_device
+
+    def derive(self, hosted: HostedClip, model: ClipModel) -> HostedClip:
+        """A HostedClip for a derived model, its new towers wrapped in patchers on ``hosted``'s devices."""
+        patcher = next(iter(hosted.patchers.values()), None)
+        if patcher is None:
+            return super().derive(hosted, model)
+        patchers = self._patch(model, patcher.load_device, patcher.offload_device)
+        return HostedClip(model, patchers, origin=hosted.origin, native_layer=hosted.native_layer)
+
     def _drop_native(self, key) -> None:
         with self._lock:
             self._native.pop(key, None)
@@ -345,6 +394,12 @@ def _module_device(module: torch.nn.Module) -> torch.device:
 _OVERRIDE: _Host | None = None
 _COMFY: ComfyHost | None = None
 _STANDALONE: StandaloneHost | None = None
+
+
+def embedding_library() -> EmbeddingLibrary | None:
+    """The current host's embedding library (None without an embeddings folder), for the encoders, the
+    token report and the web route's ``embeddings_factory``."""
+    return get_host().embedding_library()
 
 
 def in_comfyui() -> bool:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from ..clip_impl.chunking import chunk_prompt, describe_chunks
 from ..clip_impl.tokenizer import get_tokenizer
-from . import common
+from . import common, host
 
 # The weighting syntax that goes with each packing rule (brackets change how text is tokenized).
 _SYNTAX = {"comfy": "comfy", "a1111": "a1111"}
 
 
-def token_report(text: str, chunking: str = "comfy", comma_backtrack: int = 20) -> str:
-    """Counts per chunk, where each chunk ends, and its tokens (word pieces, weights other than 1 shown)."""
-    chunks = chunk_prompt(text, syntax=_SYNTAX[chunking], chunking=chunking, comma_backtrack=comma_backtrack)
+def token_report(text: str, chunking: str = "comfy", comma_backtrack: int = 20, embeddings=None) -> str:
+    """Counts per chunk, where each chunk ends, and its tokens (word pieces, weights other than 1 shown).
+
+    ``embeddings`` (an EmbeddingLibrary, optional): embedding references count as their vectors.
+    """
+    syntax = _SYNTAX[chunking]
+    resolver = embeddings.resolver("l", syntax) if embeddings is not None else None
+    chunks = chunk_prompt(
+        text, syntax=syntax, chunking=chunking, comma_backtrack=comma_backtrack, resolve_embedding=resolver
+    )
     info = describe_chunks(chunks)
     tok = get_tokenizer()
     chunk_word = "chunk" if info["chunks"] == 1 else "chunks"
@@ -20,7 +27,8 @@ def token_report(text: str, chunking: str = "comfy", comma_backtrack: int = 20) 
     for i, (chunk, n, tail) in enumerate(zip(chunks, info["chunk_tokens"], info["boundaries"]), 1):
         lines.append(f"chunk {i}: {n}/75 tokens, ends with: ...{tail}")
         pieces = [
-            ("<embedding>" if t.embedding is not None else tok.token_text(t.id).strip())
+            (f"<{t.embedding.name} {t.index + 1}/{t.embedding.length}>" if t.embedding is not None
+             else tok.token_text(t.id).strip())
             + ("" if t.weight == 1.0 else f":{t.weight:g}")
             for t in chunk.body
         ]
@@ -33,7 +41,8 @@ class ClipSuitePromptTokens:
 
     DESCRIPTION = (
         "Shows how a prompt is tokenized and cut into 77-token chunks (75 prompt tokens each): the token count, "
-        "each chunk's tokens and where it ends. Same rules as the CLIP Suite encoders; no model needed."
+        "each chunk's tokens and where it ends. Same rules as the CLIP Suite encoders; no model needed. An "
+        "embedding from the embeddings folder counts as its number of vectors."
     )
     CATEGORY = common.CATEGORY
     RETURN_TYPES = ("STRING",)
@@ -52,5 +61,5 @@ class ClipSuitePromptTokens:
         }
 
     def report(self, text, chunking, comma_backtrack):
-        report = token_report(text, chunking, comma_backtrack)
+        report = token_report(text, chunking, comma_backtrack, host.embedding_library())
         return {"ui": {"text": [report]}, "result": (report,)}

@@ -2,6 +2,7 @@
 
 The node methods only convert inputs to :class:`EncodeSettings`, call ``encode_prompt`` and package the
 result as ComfyUI's samplers take it: ``[[cond (1, 77*chunks, C), {"pooled_output": (1, P), ...}]]``.
+Embedding references resolve in the host's embeddings folders (ComfyUI's ``models/embeddings``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
             "Use 'CLIP Text Encode (CLIP skip, long prompts)' for other models"
         )
     h.prepare(hosted)
-    out = encode_prompt(hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted))
+    out = encode_prompt(
+        hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted), embeddings=h.embedding_library()
+    )
     out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
     notes = [native_layer_note(hosted.native_layer, family.name, settings.clip_skip)]
     if text_l and family.name != "sdxl":
@@ -59,7 +62,10 @@ class ClipSuiteTextEncode:
         return {
             "required": {
                 "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
-                "text": common.text_input("The prompt. BREAK starts a new 77-token chunk; (word:1.2) weights a word."),
+                "text": common.text_input(
+                    "The prompt. BREAK starts a new 77-token chunk; (word:1.2) weights a word; embedding:name uses an "
+                    "embedding from the embeddings folder (with a1111 weighting: its bare name)."
+                ),
                 "clip_skip": common.clip_skip_input(),
                 **common.chunking_inputs(),
                 **common.encode_options(),
@@ -91,7 +97,10 @@ class ClipSuiteTextEncodeSDXL:
         return {
             "required": {
                 "clip": (common.CLIP_TYPES, {"tooltip": common.CLIP_TOOLTIP}),
-                "text_g": common.text_input("The prompt (CLIPTextEncodeSDXL's text_g): for CLIP-G, and for CLIP-L too when text_l is empty."),
+                "text_g": common.text_input(
+                    "The prompt (CLIPTextEncodeSDXL's text_g): for CLIP-G, and for CLIP-L too when text_l is empty. "
+                    "embedding:name uses an embedding from the embeddings folder (with a1111 weighting: its bare name)."
+                ),
                 "text_l": common.text_input(
                     "A separate prompt for CLIP-L (CLIPTextEncodeSDXL's text_l). Empty: use text_g, as A1111, Forge "
                     "and diffusers (one prompt for both towers) do."

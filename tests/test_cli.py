@@ -68,3 +68,35 @@ def test_bad_input_exits_2_with_one_line(model_dir, tmp_path, args, message):
 
 def test_bad_option_exits_2():
     assert cli("tokens", "--comma-backtrack", "75", "x").returncode == 2
+
+
+def test_tokens_count_embedding_vectors_in_either_syntax(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"clip_l": torch.zeros(4, 768), "clip_g": torch.zeros(4, 1280)}, str(tmp_path / "xlfour.safetensors"))
+    comfy = cli("tokens", "--json", "--embeddings", tmp_path, "a (embedding:xlfour:1.2) cat")
+    assert comfy.returncode == 0, comfy.stderr
+    assert json.loads(comfy.stdout)["tokens"] == 6  # a, 4 vectors, cat
+    # The weighting syntax decides how embeddings are named, whatever the packing (mixed settings used to crash).
+    for weighting, chunking, prompt in (("a1111", "comfy", "a xlfour cat"), ("comfy", "a1111", "a embedding:xlfour cat")):
+        mixed = cli("tokens", "--json", "--embeddings", tmp_path, "--weighting", weighting, "--chunking", chunking, prompt)
+        assert mixed.returncode == 0, mixed.stderr
+        assert json.loads(mixed.stdout)["tokens"] == 6, (weighting, chunking)
+
+
+def test_encode_with_embeddings_and_mixed_settings(model_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"emb_params": torch.ones(2, 128)}, str(tmp_path / "two.safetensors"))
+    out = tmp_path / "e.safetensors"
+    r = cli("encode", "--model", model_dir / "sd15.safetensors", "--embeddings", tmp_path, "--prompt",
+            "a (embedding:two:1.2) cat, embedding:missing", "--chunking", "a1111", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "embedding:missing is not in the embeddings folders" in r.stderr
+    with safe_open(str(out), "pt") as f:
+        cond = f.get_tensor("cond")
+    from clip_suite.clip_impl.embeddings import EmbeddingLibrary
+
+    ref = encode_prompt(load_clip(model_dir / "sd15.safetensors"), "a (embedding:two:1.2) cat,",
+                        EncodeSettings(chunking="a1111"), cache=None, embeddings=EmbeddingLibrary([tmp_path]))
+    assert torch.equal(cond, ref.cond)

@@ -82,7 +82,10 @@ def test_comfy_unknown_embedding_reference_is_dropped(prompt, expected):
 def test_embedding_word_that_is_no_reference_stays_text():
     tok = get_tokenizer()
     assert bodies(chunk_prompt("xembedding:foo cat")) == [tok.encode("xembedding:foo cat")]
-    assert bodies(chunk_prompt("a embedding:foo cat", chunking="a1111")) == [tok.encode("a embedding:foo cat")]
+    # A1111 syntax has no embedding: references (whatever the packing); ComfyUI syntax has them with either.
+    assert bodies(chunk_prompt("a embedding:foo cat", syntax="a1111")) == [tok.encode("a embedding:foo cat")]
+    assert bodies(chunk_prompt("a embedding:foo cat", syntax="a1111", chunking="comfy")) == [tok.encode("a embedding:foo cat")]
+    assert bodies(chunk_prompt("a embedding:foo cat", chunking="a1111")) == [tok.encode("a cat")]
     assert bodies(chunk_prompt("a embedding: ")) == [tok.encode("a embedding:")]  # no name: ComfyUI fails
 
 

@@ -126,3 +126,47 @@ def test_encoding_equals_the_vectors_put_into_the_token_table(model_dir, emb_dir
             ids.append(row)
     cond, _ = tower_reference(ref_model, ids, [c.weights() for c in chunks], 4, True, 49407)
     assert (out.cond - cond).abs().max() <= 1e-5 * cond.abs().max()
+
+
+@pytest.mark.parametrize("weighting,chunking,prompt", [
+    ("a1111", "comfy", "a (xl4:1.2) cat"),  # A1111 syntax: bare names, with ComfyUI's packing
+    ("comfy", "a1111", "a (embedding:xl4:1.2) cat"),  # ComfyUI syntax with A1111's packing
+    ("none", "comfy", "a embedding:xl4 cat"),  # plain text: ComfyUI's references still work
+])
+def test_weighting_syntax_decides_the_reference_rule(model_dir, emb_dir, weighting, chunking, prompt):
+    lib = EmbeddingLibrary([emb_dir])
+    model = load_clip(model_dir / "sd15.safetensors")
+    out = encode_prompt(model, prompt, EncodeSettings(weighting=weighting, chunking=chunking), cache=None, embeddings=lib)
+    chunks = chunk_prompt(prompt, syntax=weighting, chunking=chunking, resolve_embedding=lib.resolver("l", weighting, L_W))
+    assert [t.embedding.name for t in chunks[0].body if t.embedding] == ["xl4"] * 4
+    assert out.chunks == 1 and out.warnings == []
+
+
+def test_resolver_warnings_reach_the_encoding(model_dir, emb_dir):
+    lib = EmbeddingLibrary([emb_dir])
+    model = load_clip(model_dir / "sd15.safetensors")
+    out = encode_prompt(model, "embedding:narrow embedding:empty embedding:nothere x", EncodeSettings(), cache=None,
+                        embeddings=lib)
+    text = "\n".join(out.warnings)
+    assert "has width 100" in text and "is empty (0 bytes)" in text and "embedding:nothere is not in" in text
+    assert len(out.warnings) == 3
+
+
+def test_library_fingerprint_follows_the_files(tmp_path):
+    save_file({"emb_params": torch.ones(1, L_W)}, str(tmp_path / "a.safetensors"))
+    lib = EmbeddingLibrary([tmp_path])
+    assert lib.is_current([tmp_path]) and not lib.is_current([tmp_path, tmp_path / "other"])
+    (tmp_path / "notes.txt").write_text("not an embedding")
+    assert lib.is_current([tmp_path])  # other files do not matter
+    save_file({"emb_params": torch.ones(2, L_W)}, str(tmp_path / "a.safetensors"))  # rewritten in place
+    assert not lib.is_current([tmp_path])
+
+
+def test_one_resolver_serves_both_rules(emb_dir):
+    """The chunker names the rule with each call, so a resolver made for either syntax works with any settings."""
+    lib = EmbeddingLibrary([emb_dir])
+    for made_for in ("comfy", "a1111"):
+        resolver = lib.resolver("l", made_for, L_W)
+        comfy = chunk_prompt("a embedding:xl4 cat", syntax="comfy", chunking="a1111", resolve_embedding=resolver)
+        a1111 = chunk_prompt("a xl4 cat", syntax="a1111", chunking="comfy", resolve_embedding=resolver)
+        assert body(comfy) == body(a1111) and [b[2] for b in body(comfy)][1:5] == ["xl4"] * 4

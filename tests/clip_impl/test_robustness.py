@@ -25,19 +25,23 @@ PROMPT_CHARS = st.one_of(
 prompts = st.lists(PROMPT_CHARS, max_size=400).map("".join) | st.text(max_size=5000)
 
 
-def expected_ids(text, syntax, chunking):
-    """Token ids the chunks must hold: each segment (comfy: each piece) tokenized, BREAKs dropped."""
+def expected_ids(text, syntax):
+    """Token ids the chunks must hold: each segment (comfy references: each piece) tokenized, BREAKs dropped.
+
+    ``embedding:`` references follow the weighting syntax, whatever the packing: all but A1111's have them.
+    """
     tok = get_tokenizer()
+    references = "a1111" if syntax == "a1111" else "comfy"
     ids = []
     for seg in parse_prompt(text, syntax):
         if seg.is_break:
             continue
         pieces = [seg.text]
-        if chunking == "comfy":
+        if references == "comfy":
             parts = _EMBEDDING_SPLIT.split(seg.text)
             pieces = parts[:1] + ["embedding:" + p for p in parts[1:]]
         for piece in pieces:
-            if chunking == "comfy" and piece.startswith("embedding:"):
+            if references == "comfy" and piece.startswith("embedding:"):
                 # no embeddings folder: the reference is dropped (ComfyUI's rule, checked against ComfyUI
                 # in tests/integration/test_comfy_tokenization.py)
                 piece = unknown_embedding_comfy(piece[len("embedding:") :])[1]
@@ -55,7 +59,7 @@ def test_any_prompt_chunks_cleanly(text, syntax, chunking):
         assert len(ids) == 77 and ids[0] == BOS_ID and EOS_ID in ids[1:]
         assert all(isinstance(w, float) for w in chunk.weights())
     got = [(t.id, t.weight) for c in chunks for t in c.body]
-    assert got == expected_ids(text, syntax, chunking)
+    assert got == expected_ids(text, syntax)
 
 
 def test_encode_time_is_linear_in_prompt_length(model_dir):

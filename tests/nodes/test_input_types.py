@@ -6,8 +6,13 @@ import pytest
 
 from clip_suite.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
+# The LoRA node's inputs: our CLIP_SUITE only (ComfyUI's LoraLoader serves its CLIP), a file from the loras
+# folders, and LoraLoader's strength_clip range (default, min, max).
+LORA_INPUTS = {"clip": "CLIP_SUITE", "lora_name": list, "strength": ("FLOAT", 1.0, -100.0, 100.0)}
+
 # DESIGN 3: ids, display names and input names are a public interface (saved workflows use them).
 CONTRACT = {
+    "ClipSuiteLoraLoader": ("Apply LoRA to CLIP (CLIP Suite)", ["clip", "lora_name", "strength"], ("CLIP_SUITE",)),
     "ClipSuiteLoader": ("Load CLIP (CLIP Suite)", ["model", "model_2", "architecture", "precision", "device"], ("CLIP_SUITE",)),
     "ClipSuiteTextEncode": (
         "CLIP Text Encode (CLIP skip, long prompts)",
@@ -73,7 +78,15 @@ def test_input_types_valid(node_id, standalone):
         assert isinstance(entry, tuple) and len(entry) == 2, f"{name}: (type, options) expected"
         kind, opts = entry
         assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 20, f"{name}: tooltip missing"
-        if name in ENUMS:
+        if node_id == "ClipSuiteLoraLoader":
+            want = LORA_INPUTS[name]
+            if want is list:
+                assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
+            elif isinstance(want, tuple):
+                assert (kind, opts["default"], opts["min"], opts["max"]) == want and opts["step"] <= 0.01, name
+            else:
+                assert kind == want, name
+        elif name in ENUMS:
             values, default = ENUMS[name]
             assert kind == values and opts["default"] == default, name
         elif name in INTS:

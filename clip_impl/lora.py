@@ -1,0 +1,390 @@
+"""Text-encoder LoRA: read the text-encoder part of a LoRA file and build patched copies of text towers.
+
+The maths is ComfyUI's (``comfy/weight_adapter/lora.py`` ``LoRAAdapter.calculate_weight``, applied by
+``comfy/model_patcher.py`` ``patch_weight_to_device``), which is kohya's: for a Linear weight W (out, in)
+with factors up U (out, r) and down D (r, in) and the file's ``alpha`` (r when absent),
+
+    W' = W + strength * (alpha / r) * (U @ D)
+
+computed in fp32 from the stored weight, all LoRAs of a chain added in order, then rounded once to the
+dtype the weight is stored in (fp16 in ComfyUI's default, so ``precision auto`` rounds through fp16 too).
+
+Key styles (module name + suffix; ComfyUI accepts every suffix with every name style):
+
+- kohya: ``lora_te_`` (SD1.x, SD2.x; SDXL's CLIP-L; the refiner's CLIP-G), ``lora_te1_``/``lora_te2_``
+  (SDXL CLIP-L/CLIP-G), ``lora_prior_te_``, then ``text_model_encoder_layers_N_self_attn_q_proj`` etc.;
+  factors ``.lora_up.weight``/``.lora_down.weight``, scale ``.alpha``. OneTrainer's
+  ``lora_te2_text_projection`` patches CLIP-G's projection.
+- diffusers/PEFT: ``text_encoder.`` / ``text_encoder_2.`` + ``text_model.encoder.layers.N.self_attn.q_proj``
+  with ``.lora_A.weight`` (down) / ``.lora_B.weight`` (up) (also ``.lora.down/up``,
+  ``.lora_linear_layer.down/up``, ``.lora_A/B.default``).
+- ComfyUI's generic ``text_encoders.clip_l.transformer.text_model.encoder.layers.N...``.
+
+Our towers fuse q, k and v into ``self_attn.in_proj`` (rows q, then k, then v): a q/k/v patch adds to its
+third of the rows. Patched towers are NEW towers (their own ``cache_id``); the unpatched towers are never
+changed, and the patched ones share every tensor the LoRA does not touch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .clip_skip import TOWER_LABELS
+from .loading import convert_weights
+from .model import ClipModel
+from .text_tower import TextTower
+from .weight_files import ModelFileError, WeightReader
+
+log = logging.getLogger(__name__)
+
+# (up suffix, down suffix) pairs, as ComfyUI's LoRAAdapter.load accepts them.
+FACTOR_SUFFIXES = (
+    (".lora_up.weight", ".lora_down.weight"),
+    (".lora_B.weight", ".lora_A.weight"),
+    (".lora_B.default.weight", ".lora_A.default.weight"),
+    (".lora.up.weight", ".lora.down.weight"),
+    ("_lora.up.weight", "_lora.down.weight"),
+    (".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight"),
+    (".lora_B", ".lora_A"),
+)
+# Adapters ComfyUI also applies that this loader does not (LoHa, LoKr, DoRA, full diffs, GLoRA, OFT...).
+OTHER_ADAPTER_MARKS = (".hada_", ".lokr_", ".dora_scale", ".diff", ".set_weight", ".w_norm", ".b_norm",
+                       ".a1.weight", ".b1.weight", ".oft_", ".lora_mid.", ".reshape_weight")
+_TARGETS = {  # the name's tail in each style -> our target
+    "self_attn_q_proj": "q", "self_attn_k_proj": "k", "self_attn_v_proj": "v", "self_attn_out_proj": "out",
+    "mlp_fc1": "fc1", "mlp_fc2": "fc2",
+    "self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v", "self_attn.out_proj": "out",
+    "mlp.fc1": "fc1", "mlp.fc2": "fc2",
+}
+_KOHYA = re.compile(r"^lora_(te\d?|prior_te)_text_model_encoder_layers_(\d+)_([a-z_0-9]+)$")
+_KOHYA_PROJECTION = re.compile(r"^lora_(te2|prior_te)_text_projection$")
+_DIFFUSERS = re.compile(r"^(text_encoder(?:_2)?)\.text_model\.encoder\.layers\.(\d+)\.([a-z_.0-9]+)$")
+_GENERIC = re.compile(r"^text_encoders\.(clip_[lgh])\.transformer\.text_model\.encoder\.layers\.(\d+)\.([a-z_.0-9]+)$")
+_TEXT_ENCODER_PREFIXES = ("lora_te", "lora_prior_te", "text_encoder", "text_encoders.")
+
+
+@dataclass(frozen=True, eq=False)
+class LoraModule:
+    """One Linear layer the file patches: up (out, r), down (r, in), alpha (None: alpha = r)."""
+
+    name: str  # the module's name in the file, without the factor suffix
+    encoder: str  # te, te1, te2, prior_te, text_encoder, text_encoder_2, clip_l/clip_g/clip_h
+    layer: int | None  # None for the text projection
+    target: str  # q, k, v, out, fc1, fc2, proj
+    up: torch.Tensor
+    down: torch.Tensor
+    alpha: float | None
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank, or 1 without alpha (ComfyUI's rule)."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+
+@dataclass(eq=False)
+class TextEncoderLora:
+    """The text-encoder part of a LoRA file."""
+
+    path: Path
+    key: str  # file identity (path, size, mtime) for caches
+    modules: list[LoraModule]
+    other_keys: list[str] = field(default_factory=list)  # keys for other parts of the model (UNet, ...)
+    unused: list[str] = field(default_factory=list)  # text-encoder keys that patch nothing we know
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _split_suffix(key: str) -> tuple[str, str, str] | None:
+    """(module name, "up"/"down"/"alpha", suffix) for a LoRA factor or alpha key; None otherwise."""
+    if key.endswith(".alpha"):
+        return key[: -len(".alpha")], "alpha", ".alpha"
+    for up, down in FACTOR_SUFFIXES:
+        for suffix, part in ((up, "up"), (down, "down")):
+            if key.endswith(suffix):
+                return key[: -len(suffix)], part, suffix
+    return None
+
+
+def _parse_name(name: str) -> tuple[str, int | None, str] | None:
+    """(encoder, layer, target) of a text-encoder module name in any supported style; None otherwise."""
+    if m := _KOHYA_PROJECTION.match(name):
+        return m.group(1), None, "proj"
+    for pattern in (_KOHYA, _DIFFUSERS, _GENERIC):
+        m = pattern.match(name)
+        if m and m.group(3) in _TARGETS:
+            encoder = m.group(1)
+            return encoder, int(m.group(2)), _TARGETS[m.group(3)]
+    return None
+
+
+def is_text_encoder_key(key: str) -> bool:
+    return key.startswith(_TEXT_ENCODER_PREFIXES)
+
+
+def read_lora(path: str | Path) -> TextEncoderLora:
+    """Read a LoRA file's text-encoder modules (only those tensors are read from a .safetensors file).
+
+    Raises :class:`ModelFileError` (naming the file) for unreadable files, files that are no LoRA, and
+    text-encoder parts in a format this loader does not apply (LoHa, LoKr, DoRA, ...).
+    """
+    reader = WeightReader(path)
+    st = reader.path.stat()
+    key = f"{reader.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    groups: dict[str, dict[str, str]] = {}
+    other, unused, foreign = [], [], []
+    for k in sorted(reader.shapes):
+        split = _split_suffix(k)
+        if not is_text_encoder_key(k):
+            other.append(k)
+        elif any(mark in k for mark in OTHER_ADAPTER_MARKS):
+            foreign.append(k)
+        elif split is None or _parse_name(split[0]) is None:
+            unused.append(k)
+        else:
+            groups.setdefault(split[0], {})[split[1]] = k
+    if foreign:
+        raise ModelFileError(
+            f"LoRA {reader.path}: its text-encoder part is not a plain LoRA (keys like {foreign[0]}: LoHa, LoKr, "
+            "DoRA or full weight differences), which CLIP Suite's LoRA loader does not apply. Apply it with "
+            "ComfyUI's LoraLoader to a ComfyUI CLIP and connect that CLIP to CLIP Suite's encoders"
+        )
+    if not groups and not any(_split_suffix(k) or "hada_" in k or "lokr_" in k for k in other):
+        sample = ", ".join(sorted(reader.shapes)[:3]) or "no tensors"
+        raise ModelFileError(
+            f"{reader.path} is not a LoRA (keys start like: {sample}); pick a LoRA file from the loras folder"
+        )
+    modules = []
+    wanted = [k for g in groups.values() if "up" in g and "down" in g for k in g.values()]
+    tensors = reader.read(wanted)
+    for name, g in groups.items():
+        if "up" not in g or "down" not in g:
+            unused += list(g.values())
+            continue
+        encoder, layer, target = _parse_name(name)
+        up, down = tensors[g["up"]], tensors[g["down"]]
+        if up.dim() != 2 or down.dim() != 2 or up.shape[1] != down.shape[0]:
+            raise ModelFileError(
+                f"LoRA {reader.path}: {name} has factors of shapes {tuple(up.shape)} and {tuple(down.shape)}, "
+                "which do not multiply to a Linear weight; the file is corrupt or not a text-encoder LoRA"
+            )
+        alpha = float(tensors[g["alpha"]].float().item()) if "alpha" in g else None
+        modules.append(LoraModule(name, encoder, layer, target, up, down, alpha))
+    return TextEncoderLora(reader.path, key, modules, other, unused)
+
+
+# ---------------------------------------------------------------------------------------- mapping
+def tower_for(encoder: str, roles) -> str | None:
+    """Which of a model's towers (``roles``: "l", "g", "h") an encoder prefix patches, ComfyUI's map
+    (``comfy/lora.py`` ``model_lora_keys_clip``); None when the model has no such tower."""
+    roles = set(roles)
+    if encoder in ("clip_l", "clip_g", "clip_h"):
+        role = encoder[-1]
+        return role if role in roles else None
+    first = "l" if "l" in roles else "h" if "h" in roles else None
+    if encoder == "te1":
+        return first
+    if encoder in ("te", "text_encoder"):
+        return first or ("g" if "g" in roles else None)
+    if encoder in ("te2", "text_encoder_2"):
+        return "g" if {"l", "g"} <= roles else None
+    if encoder == "prior_te":
+        return "g" if "g" in roles and "l" not in roles else None
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class TowerPatch:
+    """A module placed on a tower: the parameter it adds to, and the rows (q/k/v thirds of in_proj)."""
+
+    param: str
+    rows: tuple[int, int] | None
+    module: LoraModule
+
+
+def _target_param(module: LoraModule, tower: TextTower) -> tuple[str, tuple[int, int] | None, tuple[int, int]] | None:
+    """(our parameter, rows, expected (out, in)) for a module on a tower; None when the layer does not exist."""
+    cfg = tower.config
+    c = cfg.width
+    if module.target == "proj":
+        if tower.text_projection is None:
+            return None
+        return "text_projection.weight", None, tuple(tower.text_projection.weight.shape)
+    if not 0 <= module.layer < cfg.layers:
+        return None
+    base = f"text_model.encoder.layers.{module.layer}."
+    if module.target in ("q", "k", "v"):
+        i = "qkv".index(module.target)
+        return base + "self_attn.in_proj.weight", (i * c, (i + 1) * c), (c, c)
+    return {
+        "out": (base + "self_attn.out_proj.weight", None, (c, c)),
+        "fc1": (base + "mlp.fc1.weight", None, (cfg.mlp_width, c)),
+        "fc2": (base + "mlp.fc2.weight", None, (c, cfg.mlp_width)),
+    }[module.target]
+
+
+def plan(lora: TextEncoderLora, model: ClipModel) -> tuple[dict[str, list[TowerPatch]], list[str]]:
+    """Place a LoRA's modules on a model's towers: ({tower: [TowerPatch]}, names of modules left out).
+
+    A module whose factors do not fit the tower's weight is an error: the LoRA is for another model.
+    """
+    patches: dict[str, list[TowerPatch]] = {}
+    left_out = []
+    for module in lora.modules:
+        role = tower_for(module.encoder, model.towers)
+        target = _target_param(module, model.towers[role]) if role else None
+        if target is None:
+            left_out.append(module.name)
+            continue
+        param, rows, (out_dim, in_dim) = target
+        if (module.up.shape[0], module.down.shape[1]) != (out_dim, in_dim):
+            tower = model.towers[role]
+            raise ValueError(
+                f"LoRA {lora.name}: {module.name} patches a {module.down.shape[1]}->{module.up.shape[0]} layer, "
+                f"but this model's {TOWER_LABELS.get(role, role)} text encoder ({tower.config.width} wide) has "
+                f"{in_dim}->{out_dim}: the LoRA is for another model ({model.family.label} here)"
+            )
+        patches.setdefault(role, []).append(TowerPatch(param, rows, module))
+    return patches, left_out
+
+
+# ---------------------------------------------------------------------------------------- patching
+_PATCHED: "weakref.WeakValueDictionary[tuple, TextTower]" = weakref.WeakValueDictionary()
+_PATCHED_LOCK = threading.Lock()
+
+
+@dataclass
+class LoraResult:
+    """A model with LoRAs applied, and what to tell the user (one line each)."""
+
+    model: ClipModel
+    notes: list[str]
+    warnings: list[str]
+
+
+def patched_weights(tower: TextTower, patches: list[tuple[TowerPatch, float]]) -> dict[str, torch.Tensor]:
+    """fp32 weights of the parameters ``patches`` touch: W + sum of strength * alpha/r * (up @ down),
+    in chain order, on the tower's device (not yet rounded to the storage dtype)."""
+    params = dict(tower.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for patch, strength in patches:
+        if patch.param not in out:
+            out[patch.param] = params[patch.param].detach().to(torch.float32, copy=True)
+        w = out[patch.param]
+        target = w[patch.rows[0] : patch.rows[1]] if patch.rows else w
+        m = patch.module
+        up = m.up.to(device=w.device, dtype=torch.float32)
+        down = m.down.to(device=w.device, dtype=torch.float32)
+        # The same expression as ComfyUI's, so the fp32 sums (and their fp16 rounding) agree bit for bit.
+        target += ((strength * m.scale) * torch.mm(up, down)).to(torch.float32)
+    return out
+
+
+def build_patched_tower(
+    tower: TextTower, patches: list[tuple[TowerPatch, float]], precision: str, device, label: str
+) -> TextTower:
+    """A new tower: ``tower``'s weights with ``patches`` added, rounded like the originals were stored
+    (``precision`` auto: through fp16, as ComfyUI stores them; then the tower's storage dtype)."""
+    device = torch.device(device)
+    new = patched_weights(tower, patches)
+    storage = {name: p.dtype for name, p in tower.named_parameters()}
+    for name in new:
+        one = {name: new[name]}
+        convert_weights(one, precision, device, storage[name], f"{tower.source} with {label}")
+        new[name] = one[name]
+    state = {}
+    for name, p in tower.state_dict(keep_vars=True).items():
+        # Untouched tensors are shared (a new Parameter over the same storage, so moving one tower
+        # between devices never moves the other).
+        state[name] = new[name] if name in new else p.detach().to(device)
+    with torch.device("meta"):
+        patched = TextTower(tower.config)
+    patched.load_state_dict(state, strict=True, assign=True)
+    patched.compute_dtype = tower.compute_dtype
+    patched.cache_id = uuid.uuid4().hex
+    patched.source = f"{tower.source} + {label}"
+    patched.eval().requires_grad_(False)
+    return patched
+
+
+def apply_loras(model: ClipModel, loras: list[tuple[TextEncoderLora, float]], device=None) -> LoraResult:
+    """``model`` with ``loras`` ((lora, strength), in order) applied to its text towers.
+
+    A model that already carries LoRAs (from this function) gets the new ones appended to its chain and
+    recomputed from the unpatched towers, so a chain rounds once, as ComfyUI's LoraLoader chains do.
+    Towers the chain does not touch are shared with ``model``; ``device``: where new towers live
+    (default: where each tower is). Raises ValueError when a LoRA is for another model.
+    """
+    previous = model.extra.get("lora")
+    base, chain = (previous["base"], list(previous["chain"])) if previous else (model, [])
+    notes, warnings = [], []
+    placed = {id(lora): plan(lora, base)[0] for lora, _ in chain}
+    for lora, strength in loras:
+        patches, left_out = plan(lora, base)
+        placed[id(lora)] = patches
+        what = _describe(lora, patches, strength)
+        if not patches and not lora.modules:
+            warnings.append(
+                f"LoRA {lora.name} has no text-encoder weights (it only changes the diffusion model): the CLIP "
+                "is unchanged. Apply it to the MODEL with LoraLoaderModelOnly"
+            )
+            continue
+        if not patches:
+            raise ValueError(
+                f"LoRA {lora.name}: none of its {len(lora.modules)} text-encoder layers fit {base.family.label} "
+                f"(e.g. {left_out[0]}): the LoRA is for another model"
+            )
+        if left_out or lora.unused:
+            skipped = left_out + lora.unused
+            warnings.append(
+                f"LoRA {lora.name}: {len(skipped)} text-encoder keys not applied, this model has no such layer "
+                f"(e.g. {skipped[0]}); ComfyUI leaves them out too"
+            )
+            log.warning(warnings[-1])
+        notes.append(what)
+        if strength != 0:
+            chain.append((lora, float(strength)))
+    if not chain:
+        return LoraResult(base, notes, warnings)
+    towers = {}
+    for role, tower in base.towers.items():
+        patches = [(p, s) for lora, s in chain for p in placed[id(lora)].get(role, ())]
+        towers[role] = _cached_tower(tower, chain, role, patches, base.precision, device) if patches else tower
+    extra = {**base.extra, "lora": {"base": base, "chain": tuple(chain)}}
+    sources = base.sources + tuple(str(lora.path) for lora, _ in chain)
+    patched = ClipModel(base.family, towers, base.vision, sources, base.precision, extra)
+    return LoraResult(patched, notes, warnings)
+
+
+def _cached_tower(tower: TextTower, chain, role: str, patches, precision: str, device) -> TextTower:
+    """The patched tower for (tower, chain), built once while anything holds it."""
+    device = torch.device(device) if device is not None else tower.device
+    identity = tuple((lora.key, strength) for lora, strength in chain)
+    key = (tower.cache_id, identity, role, precision, str(device))
+    label = " + ".join(f"LoRA {lora.name}:{strength:g}" for lora, strength in chain)
+    with _PATCHED_LOCK:
+        patched = _PATCHED.get(key)
+        if patched is None:
+            patched = build_patched_tower(tower, patches, precision, device, label)
+            _PATCHED[key] = patched
+    return patched
+
+
+def _describe(lora: TextEncoderLora, patches: dict, strength: float) -> str:
+    parts = ", ".join(f"{TOWER_LABELS.get(r, r)} {len(p)} weights" for r, p in patches.items())
+    ranks = sorted({p.module.rank for ps in patches.values() for p in ps})
+    rank = f", rank {ranks[0]}" if len(ranks) == 1 else f", ranks {ranks[0]}-{ranks[-1]}" if ranks else ""
+    return f"LoRA {lora.name} at strength {strength:g}: {parts or 'nothing'}{rank}"
