@@ -427,15 +427,6 @@ def set_host(host: _Host | None) -> _Host | None:
 
 
 # ----------------------------------------------------------------------------------- web route
-def comfy_embeddings():
-    """An embedding library over ComfyUI's ``embeddings`` folders (read when a prompt references one)."""
-    import folder_paths
-
-    from ..clip_impl.embeddings import EmbeddingLibrary
-
-    return EmbeddingLibrary(folder_paths.get_folder_paths("embeddings"))
-
-
 def register_routes() -> bool:
     """Hang the web extension's tokenizer route (``tokens_api.ROUTE``) on ComfyUI's server.
 
@@ -456,8 +447,8 @@ def register_routes() -> bool:
     routes = instance.routes
     if any(getattr(r, "path", None) == tokens_api.ROUTE and getattr(r, "method", None) == "POST" for r in routes):
         return False
-    # A new library per request: embeddings added while ComfyUI runs count at once; files are read only
-    # when the prompt references them.
-    routes.post(tokens_api.ROUTE)(tokens_api.make_handler(comfy_embeddings))
+    # The host's library is rebuilt when the embeddings folders change, so embeddings added while ComfyUI
+    # runs count at once; files are read only when a prompt references them.
+    routes.post(tokens_api.ROUTE)(tokens_api.make_handler(embedding_library))
     log.debug("registered POST %s", tokens_api.ROUTE)
     return True

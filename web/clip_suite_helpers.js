@@ -42,6 +42,9 @@ export function tokenRequest(text, values = {}) {
   if (values.chunking !== undefined) body.chunking = values.chunking;
   if (values.comma_backtrack !== undefined) body.comma_backtrack = Number(values.comma_backtrack);
   if (values.weighting !== undefined) body.weighting = values.weighting;
+  // A node without a weighting input (Prompt Tokens) reads the syntax that goes with its chunking,
+  // as nodes/prompt_tokens.py does; the route's own default (comfy) matches the CLI's.
+  else if (values.chunking !== undefined) body.weighting = values.chunking === "a1111" ? "a1111" : "comfy";
   return body;
 }
 

@@ -31,6 +31,11 @@ describe("token counts", () => {
 
   it("builds the route request from widget values", () => {
     assert.deepEqual(h.tokenRequest("a cat"), { text: "a cat" });
+    // No weighting input (Prompt Tokens): the syntax that goes with the chunking, as the node uses.
+    assert.deepEqual(h.tokenRequest("x", { chunking: "a1111", comma_backtrack: 20 }), {
+      text: "x", chunking: "a1111", comma_backtrack: 20, weighting: "a1111",
+    });
+    assert.deepEqual(h.tokenRequest("x", { chunking: "comfy" }), { text: "x", chunking: "comfy", weighting: "comfy" });
     assert.deepEqual(h.tokenRequest(null, { chunking: "a1111", comma_backtrack: "5", weighting: "a1111" }), {
       text: "",
       chunking: "a1111",

@@ -211,8 +211,8 @@ def test_register_routes_once_with_comfy_embeddings(fake_comfy, tmp_path):
 @pytest.mark.parametrize("chunking,weighting", [("comfy", "comfy"), ("comfy", "a1111"), ("comfy", "none"),
                                                 ("a1111", "comfy"), ("a1111", "a1111"), ("a1111", "none")])
 def test_route_embeddings_with_any_weighting(tmp_path, chunking, weighting):
-    """References follow the chunking's rule (comfy: embedding:name; a1111: the file name as a word), with
-    any weighting syntax (the Prompt Tokens node has no weighting input: the route's default is comfy)."""
+    """References follow the weighting syntax's rule (a1111: the file name as a word; comfy and none:
+    embedding:name), with either chunking (issue 8)."""
     from safetensors.torch import save_file
 
     from clip_suite.clip_impl.embeddings import EmbeddingLibrary
@@ -224,7 +224,7 @@ def test_route_embeddings_with_any_weighting(tmp_path, chunking, weighting):
         body = json.dumps({"text": text, "chunking": chunking, "weighting": weighting}).encode()
         return tokens_api.tokens_report(tokens_api.parse_request(body), library)["tokens"]
 
-    reference = "embedding:style" if chunking == "comfy" else "style"
+    reference = "style" if weighting.startswith("a1111") else "embedding:style"
     assert count(f"a {reference} cat") == count("a cat") + 5
 
 
