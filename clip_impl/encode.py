@@ -120,8 +120,13 @@ def encode_prompt(
         tower = model.towers[t]
         is_pooled = t == family.pooled_tower
         rows = (range(own[t]) if settings.pooled == "mean" else range(1)) if is_pooled else ()
-        hidden, pooled_rows = encode_chunks(tower, chunks[t], layers[t], set(rows), cache)
-        conds.append(apply_weights(hidden, chunks[t], settings.weighting, tower, layers[t], cache))
+        # ComfyUI's weighting needs the empty prompt at the same layer: encoded in the same batch (as
+        # ComfyUI does) unless the cache already holds it, which it does after the first weighted prompt.
+        lerp = settings.weighting == "comfy" and any(tok.weight != 1.0 for c in chunks[t] for tok in c.body)
+        batch = chunks[t] + [TokenChunk()] if lerp else chunks[t]
+        hidden, pooled_rows = encode_chunks(tower, batch, layers[t], set(rows), cache)
+        z_empty = hidden[-1] if lerp else None
+        conds.append(apply_weights(hidden[: len(chunks[t])], chunks[t], settings.weighting, z_empty))
         if is_pooled:
             pooled = torch.stack([pooled_rows[r] for r in rows]).mean(dim=0, keepdim=True)
             if family.project_pooled and tower.text_projection is not None:
@@ -205,16 +210,19 @@ def encode_chunks(
 
 
 def apply_weights(
-    hidden: torch.Tensor, chunks: list[TokenChunk], weighting: str, tower, choice: LayerChoice, cache
+    hidden: torch.Tensor, chunks: list[TokenChunk], weighting: str, z_empty: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Apply per-token weights to hidden (n, 77, C); returns a new tensor."""
+    """Apply per-token weights to hidden (n, 77, C); returns a new tensor.
+
+    ``z_empty`` (77, C): the empty prompt's hidden states at the same layer, needed by ``comfy`` weighting.
+    """
     weights = torch.tensor([c.weights() for c in chunks], dtype=hidden.dtype, device=hidden.device)
     if weighting == "none" or bool((weights == 1.0).all()):
         return hidden
     w = weights.unsqueeze(-1)  # (n, 77, 1)
     if weighting == "comfy":
-        empty, _ = encode_chunks(tower, [TokenChunk()], choice, set(), cache)
-        z_empty = empty[0]
+        if z_empty is None:
+            raise ValueError("comfy weighting needs the empty prompt's hidden states (z_empty)")
         out = (hidden - z_empty) * w + z_empty
         return torch.where(w == 1.0, hidden, out)
     out = hidden * w
