@@ -34,7 +34,7 @@ ARCHITECTURES = ("auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _EXPECTED = {"l": CLIP_L, "h": OPENCLIP_H, "g": OPENCLIP_BIGG}
 _ROLE_NAMES = {"l": "CLIP-L (ViT-L/14)", "h": "OpenCLIP ViT-H/14", "g": "OpenCLIP ViT-bigG/14"}
-_SHARED: "weakref.WeakValueDictionary[tuple, TextTower]" = weakref.WeakValueDictionary()
+_SHARED: "weakref.WeakValueDictionary[tuple, torch.nn.Module]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
 
@@ -214,14 +214,20 @@ def _file_identity(reader: WeightReader) -> tuple:
     return (str(reader.path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _shared_tower(reader, src, role, precision, device, storage_dtype=None) -> TextTower:
-    key = (_file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
+def shared_tower(key: tuple, build):
+    """The tower registered under ``key`` (file identity, prefix, settings), built by ``build()`` the
+    first time: loading the same file twice shares one set of weights while anything still uses them."""
     with _SHARED_LOCK:
         tower = _SHARED.get(key)
         if tower is None:
-            tower = build_text_tower(reader, src, role, precision, device, storage_dtype)
+            tower = build()
             _SHARED[key] = tower
     return tower
+
+
+def _shared_tower(reader, src, role, precision, device, storage_dtype=None) -> TextTower:
+    key = ("text", _file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
+    return shared_tower(key, lambda: build_text_tower(reader, src, role, precision, device, storage_dtype))
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import weakref
 from dataclasses import dataclass
 
 import torch
 
 from .formats import _OPENCLIP_BLOCK, block_name, fuse_qkv
-from .loading import _file_identity, assemble, convert_weights
+from .loading import _file_identity, assemble, convert_weights, shared_tower
 from .vision_tower import VISION_PRESETS, VisionTower, VisionTowerConfig
 from .weight_files import ModelFileError, WeightReader
 
@@ -46,8 +44,6 @@ _WIDTH_DEFAULTS = {768: (12, "quick_gelu"), 1024: (16, "quick_gelu"), 1280: (16,
 # bigG: 1280/1664). Used to refuse pairs of known sizes that belong to different CLIPs.
 _SAME_CLIP = {512: {768}, 768: {1024}, 1024: {1280, 1408}, 1280: {1664}}
 _KNOWN_VISION_WIDTHS = set().union(*_SAME_CLIP.values())
-_SHARED: "weakref.WeakValueDictionary[tuple, VisionTower]" = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
 
 
 def _shape(cfg) -> tuple:
@@ -241,13 +237,8 @@ def _pair(reader: WeightReader, src: VisionSource, where: str, found: list) -> t
 
 
 def _shared_vision(reader, src, cfg, precision, device, storage_dtype=None) -> VisionTower:
-    key = (_file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), str(storage_dtype))
-    with _SHARED_LOCK:
-        tower = _SHARED.get(key)
-        if tower is None:
-            tower = build_vision_tower(reader, src, precision, device, cfg, storage_dtype)
-            _SHARED[key] = tower
-    return tower
+    key = ("vision", _file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), storage_dtype)
+    return shared_tower(key, lambda: build_vision_tower(reader, src, precision, device, cfg, storage_dtype))
 
 
 def vision_keys(src: VisionSource, keys) -> list[str]:
