@@ -7,7 +7,7 @@ matter, and building it small saves start-up time.
 
     python benchmarks/bench_vision.py [--quick] [--batch N] [--reps N]
 
-Run from the repository root with the package importable as ``clip_suite`` (see HELPERS.md). Timings on a
+Run from the repository root with the package installed (``pip install -e .``). Timings on a
 shared machine are noisy: compare the ratio, not the absolute numbers.
 """
 

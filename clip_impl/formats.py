@@ -178,9 +178,12 @@ def block_name(name: str, table: dict) -> str:
 
 
 def fuse_qkv(sd: dict) -> dict:
-    """Stack HF ``q_proj``/``k_proj``/``v_proj`` into one ``in_proj`` (q rows first), in place."""
+    """Stack HF ``q_proj``/``k_proj``/``v_proj`` into one ``in_proj`` (q rows first), in place.
+
+    The fused entry is the list of its parts: ``loading.convert_weights`` writes them straight into the
+    converted tensor, so the file's dtype is never stacked in an extra copy.
+    """
     for key in [k for k in sd if ".self_attn.q_proj." in k]:
         head, tail = key.split(".self_attn.q_proj.")
-        parts = [sd.pop(f"{head}.self_attn.{n}_proj.{tail}") for n in "qkv"]
-        sd[f"{head}.self_attn.in_proj.{tail}"] = torch.cat(parts, dim=0)
+        sd[f"{head}.self_attn.in_proj.{tail}"] = [sd.pop(f"{head}.self_attn.{n}_proj.{tail}") for n in "qkv"]
     return sd

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 import weakref
 from dataclasses import replace
 
@@ -242,17 +243,36 @@ def all_finite(t: torch.Tensor) -> bool:
 
 def convert_weights(sd: dict, precision: str, device, storage_dtype, where: str) -> torch.dtype:
     """Convert a state dict in place to the precision's storage dtype (fp16-rounded for ``auto``) on
-    ``device``, refusing NaN/inf; returns the compute dtype. ``where`` names the file in errors."""
+    ``device``, refusing NaN/inf; returns the compute dtype. ``where`` names the file in errors.
+
+    A value may be a list of tensors to stack by rows (see ``formats.fuse_qkv``). Each result is written
+    once into its final tensor; tensors are converted two at a time, because filling freshly allocated
+    memory (page faults) rather than arithmetic is what a load spends its time on.
+    """
     device = torch.device(device)
     storage, compute, round_fp16 = dtypes_for(precision, device)
     storage = storage_dtype or storage
-    for name, t in sd.items():
-        if round_fp16 and t.is_floating_point():
-            t = t.to(torch.float16)
-        t = t.to(device=device, dtype=storage) if t.is_floating_point() else t.to(device)
-        if not all_finite(t):
+
+    def convert(item):
+        name, value = item
+        parts = value if isinstance(value, list) else [value]
+        floating = parts[0].is_floating_point()
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:]) if isinstance(value, list) else value.shape
+        out = torch.empty(shape, dtype=storage if floating else parts[0].dtype, device=device)
+        row = 0
+        for part in parts:
+            if floating and round_fp16 and part.dtype != torch.float16:
+                part = part.to(torch.float16)
+            target = out[row : row + part.shape[0]] if isinstance(value, list) else out
+            target.copy_(part)
+            row += part.shape[0] if isinstance(value, list) else 0
+        if not all_finite(out):
             raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
-        sd[name] = t
+        return name, out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, tensor in pool.map(convert, list(sd.items())):
+            sd[name] = tensor
     return compute
 
 

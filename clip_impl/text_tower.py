@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .tokenizer import EOS_ID, VOCAB_SIZE
-from .transformer import Encoder, layer_norm, linear
+from .transformer import Encoder, embedding_table, layer_norm, linear
 
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
@@ -57,8 +57,8 @@ class TowerOutput:
 class _Embeddings(nn.Module):
     def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width, device=device, dtype=dtype)
-        self.position_embedding = nn.Embedding(cfg.positions, cfg.width, device=device, dtype=dtype)
+        self.token_embedding = embedding_table(cfg.vocab_size, cfg.width, device, dtype)
+        self.position_embedding = embedding_table(cfg.positions, cfg.width, device, dtype)
 
 
 class _TextModel(nn.Module):

@@ -21,6 +21,12 @@ ACTIVATIONS = {
 }
 
 
+def embedding_table(rows: int, width: int, device=None, dtype=None) -> nn.Embedding:
+    """An ``nn.Embedding`` without random init: its weights always come from a file, and initialising on
+    the meta device costs ~2 s the first time in a process (torch imports its Python meta kernels)."""
+    return nn.Embedding(rows, width, _weight=torch.empty(rows, width, device=device, dtype=dtype))
+
+
 def cast(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``param`` in the dtype/device of ``like`` (a no-op when they already agree)."""
     if param.dtype == like.dtype and param.device == like.device:

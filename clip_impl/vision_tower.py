@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import LAYER_NORM_EPS, Encoder, cast, layer_norm, linear
+from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class _Embeddings(nn.Module):
         self.patch_embedding = nn.Conv2d(
             3, cfg.width, kernel_size=cfg.patch, stride=cfg.patch, bias=False, device=device, dtype=dtype
         )
-        self.position_embedding = nn.Embedding(cfg.positions, cfg.width, device=device, dtype=dtype)
+        self.position_embedding = embedding_table(cfg.positions, cfg.width, device, dtype)
 
 
 class _VisionModel(nn.Module):
