@@ -104,13 +104,13 @@ class ClipTokenizer:
         """Token ids of ``text`` with no BOS/EOS added; '' gives []."""
         if not text:
             return []
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self._tok.encode(valid_unicode(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """:meth:`encode` for many texts at once (tokenizers runs them in one call)."""
         if not texts:
             return []
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._tok.encode_batch([valid_unicode(t) for t in texts], add_special_tokens=False)]
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry of one id, as a readable word piece ('cat</w>' -> 'cat')."""
@@ -125,6 +125,16 @@ class ClipTokenizer:
         text = self._tok.decoder.decode(entries) if entries else ""
         text = " ".join(text.replace("</w>", " ").split())
         return re.sub(r" ([,.;:!?)\]])", r"\1", text)
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (legal in JSON and Python strings, refused by the tokenizer
+    library) replaced by U+FFFD; other text is returned as is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 @functools.lru_cache(maxsize=1)

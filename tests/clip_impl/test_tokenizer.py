@@ -65,3 +65,10 @@ def test_matches_transformers(hf_tokenizer, text):
 def test_decode_readable():
     tok = get_tokenizer()
     assert tok.decode(tok.encode("masterpiece, best quality")) == "masterpiece, best quality"
+
+
+def test_lone_surrogates_become_replacement_characters():
+    # JSON may carry "\ud800"; the tokenizer library refuses such strings outright.
+    tok = get_tokenizer()
+    assert tok.encode("a \ud800 b") == tok.encode("a \ufffd b")
+    assert tok.encode("\U0001f600") == tok.encode("😀")  # a real astral character is untouched
