@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 CLIP_L_SHAPE = dict(width=768, layers=12, projection=768, seed=11)
 CLIP_G_SHAPE = dict(width=1280, layers=32, projection=1280, seed=12)
+CLIP_H_SHAPE = dict(width=1024, layers=24, projection=1024, seed=13)  # SD2.x's OpenCLIP ViT-H/14
 
 
 def cache_dir() -> Path:
@@ -91,7 +92,10 @@ def build(name: str) -> Path:
 
     Names: ``clip_l.safetensors``, ``clip_g.safetensors`` (standalone, HF layout with projection),
     ``sd15_te.safetensors`` (SD1.5 checkpoint, text encoder only), ``sdxl_te.safetensors`` (SDXL base
-    checkpoint, both text encoders only).
+    checkpoint, both text encoders only), ``clip_h.safetensors`` (SD2.x's OpenCLIP ViT-H, standalone HF
+    layout), ``sd2_te.safetensors`` (SD2.x checkpoint, ``cond_stage_model.model.`` OpenCLIP layout) and
+    ``sdxl_refiner_te.safetensors`` (SDXL refiner checkpoint: ``clip_g``'s weights under
+    ``conditioner.embedders.0.model.``).
     """
     path = cache_dir() / name
     if path.exists():
@@ -109,4 +113,12 @@ def build(name: str) -> Path:
         tensors = {"conditioner.embedders.0.transformer." + k: v for k, v in l_sd.items() if "projection" not in k}
         tensors.update({"conditioner.embedders.1.model." + k: v for k, v in hf_to_openclip(g_sd, 32).items()})
         return _write(path, tensors)
+    if name == "clip_h.safetensors":
+        return _write(path, random_text_tower_hf(**CLIP_H_SHAPE))
+    if name == "sd2_te.safetensors":
+        h_sd = random_text_tower_hf(**CLIP_H_SHAPE)
+        return _write(path, {"cond_stage_model.model." + k: v for k, v in hf_to_openclip(h_sd, 24).items()})
+    if name == "sdxl_refiner_te.safetensors":
+        g_sd = random_text_tower_hf(**CLIP_G_SHAPE)
+        return _write(path, {"conditioner.embedders.0.model." + k: v for k, v in hf_to_openclip(g_sd, 32).items()})
     raise ValueError(f"unknown full-size test model {name!r}")

@@ -1,7 +1,9 @@
-"""Our CLI's conditioning against ComfyUI's own encoders on full-size random-weight SD1.5 and SDXL models.
+"""Our CLI's conditioning against ComfyUI's own encoders on full-size random-weight SD1.5, SD2.x, SDXL
+and SDXL-refiner text encoders.
 
 Native side (in this process): ``comfy.sd.load_clip`` as ``CLIPLoader`` (SD1.5: clip_l, type
-stable_diffusion) and ``DualCLIPLoader`` (SDXL: clip_l + clip_g, type sdxl) call it; ``CLIPSetLastLayer``
+stable_diffusion) and ``DualCLIPLoader`` (SDXL: clip_l + clip_g, type sdxl) call it (SD2.x: a standalone OpenCLIP-H file, which
+ComfyUI builds as ``SD2ClipModel``; the refiner: clip_g alone, built as ``SDXLRefinerClipModel``); ``CLIPSetLastLayer``
 is ``clip.clone()`` + ``clip_layer(n)``; ``CLIPTextEncode`` is ``tokenize`` + ``encode_from_tokens``
 with the pooled output; ``CLIPTextEncodeSDXL`` tokenizes text_g and text_l separately and pads the
 shorter with empty-prompt chunks. ComfyUI has no BREAK: its user encodes each part and joins them with
@@ -10,7 +12,8 @@ shorter with empty-prompt chunks. ComfyUI has no BREAK: its user encodes each pa
 Our side: ``python -m clip_suite encode`` in a subprocess, on the SD1.5/SDXL checkpoint layouts and on the
 standalone files ComfyUI loads (the same random weights), comfy chunking and weighting, precision auto.
 
-clip_skip k is CLIPSetLastLayer -(k+1) on SD1.x and -(k+2) on SDXL (k = 0: no CLIPSetLastLayer node).
+clip_skip k is CLIPSetLastLayer -(k+1) on SD1.x and -(k+2) on SD2.x and SDXL, whose native layer is the
+penultimate (k = 0: no CLIPSetLastLayer node).
 Pass: shapes equal and max|ours - ComfyUI| <= 1e-5 * max|ComfyUI| for cond and pooled (DESIGN 5).
 """
 
@@ -86,6 +89,19 @@ SDXL_CASES = [
     # CLIPTextEncodeSDXL: text_g of 1 chunk, text_l of 3 (ComfyUI pads CLIP-G with empty chunks, pad id 0).
     Case("text_g-short-text_l-long154-skip1", SHORT, 1, prompt_l=LONG),
 ]
+# SD2.x: layer 23 with the final LayerNorm, -1 the normalised final layer, pooled projected (ComfyUI's
+# SD2ClipModel returns the projected pooled vector). The refiner: CLIP-G alone, no LayerNorm.
+SD2_CASES = [
+    Case("short-skip0", SHORT, 0),
+    Case("long154-skip-1", LONG, -1),
+    Case("break-skip3", BREAK_PROMPT, 3),
+    Case("long154-skip1-standalone", LONG, 1, standalone=True),
+]
+REFINER_CASES = [
+    Case("short-skip0", SHORT, 0),
+    Case("long154-skip-1", LONG, -1),
+    Case("break-skip1-standalone", BREAK_PROMPT, 1, standalone=True),
+]
 
 
 def test_prompts_have_the_intended_shape():
@@ -123,6 +139,28 @@ def comfy_sdxl(comfy_path, full_size_models, embeddings_dir):
     clip_type = getattr(comfy.sd.CLIPType, "SDXL", comfy.sd.CLIPType.STABLE_DIFFUSION)
     clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=clip_type)
     assert type(clip.cond_stage_model).__name__ == "SDXLClipModel"
+    return clip
+
+
+@pytest.fixture(scope="module")
+def comfy_sd2(comfy_path, full_size_models, embeddings_dir):
+    """What CLIPLoader(clip_h.safetensors, type stable_diffusion) returns: SD2ClipModel."""
+    import comfy.sd
+
+    paths = [str(full_size_models("clip_h.safetensors"))]
+    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    assert type(clip.cond_stage_model).__name__ == "SD2ClipModel"
+    return clip
+
+
+@pytest.fixture(scope="module")
+def comfy_refiner(comfy_path, full_size_models, embeddings_dir):
+    """What CLIPLoader(clip_g.safetensors, type stable_diffusion) returns: SDXLRefinerClipModel."""
+    import comfy.sd
+
+    paths = [str(full_size_models("clip_g.safetensors"))]
+    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    assert type(clip.cond_stage_model).__name__ == "SDXLRefinerClipModel"
     return clip
 
 
@@ -211,3 +249,21 @@ def test_sdxl_matches_comfyui(case, comfy_sdxl, full_size_models, tmp_path):
     cond, pooled, meta = cli_encode(models, case, tmp_path / "out.safetensors")
     assert meta["architecture"] == "sdxl"
     check(case, "sdxl", (cond, pooled), comfy_encode(comfy_sdxl, case, "sdxl"))
+
+
+@pytest.mark.parametrize("case", SD2_CASES, ids=str)
+def test_sd2_matches_comfyui(case, comfy_sd2, full_size_models, tmp_path):
+    model = "clip_h.safetensors" if case.standalone else "sd2_te.safetensors"
+    cond, pooled, meta = cli_encode([full_size_models(model)], case, tmp_path / "out.safetensors")
+    assert meta["architecture"] == "sd2"
+    assert cond.shape[-1] == 1024 and pooled.shape == (1, 1024)
+    check(case, "sd2", (cond, pooled), comfy_encode(comfy_sd2, case, "sd2"))
+
+
+@pytest.mark.parametrize("case", REFINER_CASES, ids=str)
+def test_sdxl_refiner_matches_comfyui(case, comfy_refiner, full_size_models, tmp_path):
+    model = "clip_g.safetensors" if case.standalone else "sdxl_refiner_te.safetensors"
+    cond, pooled, meta = cli_encode([full_size_models(model)], case, tmp_path / "out.safetensors")
+    assert meta["architecture"] == "sdxl_refiner"
+    assert cond.shape[-1] == 1280 and pooled.shape == (1, 1280)
+    check(case, "sdxl_refiner", (cond, pooled), comfy_encode(comfy_refiner, case, "sdxl_refiner"))
