@@ -14,8 +14,7 @@ from clip_suite.clip_impl.cli import main
 from clip_suite.clip_impl.weight_files import ModelFileError
 from clip_suite.nodes import host
 from clip_suite.nodes.loader import ClipSuiteLoader
-
-pytest_plugins = ["vision_fixtures"]
+from vision_fixtures import vh_model  # noqa: F401  (fixture)
 
 
 class _Evil:
