@@ -26,8 +26,8 @@ LONG_PROMPT = (
     "(an old stone house:1.1) with ivy on its walls, a sleepy dog on the porch, clouds drifting over distant hills"
 )  # 86 tokens: two chunks, the first cut inside a weighted group (no BREAK: ComfyUI's own encoders lack it)
 MODEL_FILES = {  # ComfyUI model folder -> names of full-size test files (tests/full_size.py)
-    "checkpoints": ["sd15_te.safetensors", "sdxl_te.safetensors"],
-    "text_encoders": ["clip_l.safetensors", "clip_g.safetensors"],
+    "checkpoints": ["sd15_te.safetensors", "sdxl_te.safetensors", "sd2_te.safetensors", "sdxl_refiner_te.safetensors"],
+    "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "clip_h.safetensors"],
     "clip_vision": [],
 }
 
