@@ -36,7 +36,7 @@ CHUNKING_TOOLTIP = (
 COMMA_BACKTRACK_TOOLTIP = (
     "a1111 chunking only: A1111's setting 'Prompt word wrap length limit' (comma_padding_backtrack, default 20): "
     "when a chunk fills up and its last comma is at most this many tokens back, the words after it move to the "
-    "next chunk. 0 turns it off. (Forge and smZNodes always use 20.)"
+    "next chunk. 0 turns it off: a hard cut every 75 tokens. (Forge and smZNodes always use 20.)"
 )
 WEIGHTING_TOOLTIP = (
     "Prompt weights like (word:1.2). comfy: ComfyUI's syntax and maths (moves a token away from the empty "
