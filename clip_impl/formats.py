@@ -20,8 +20,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
-
 from .text_tower import CLIP_L, HEAD_WIDTH, OPENCLIP_BIGG, OPENCLIP_H, TextTowerConfig
 
 _HF_MARK = "text_model.encoder.layers.0.self_attn.q_proj.weight"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .tokenizer import EOS_ID, VOCAB_SIZE
-from .transformer import Encoder, embedding_table, layer_norm, linear
+from .transformer import LAYER_NORM_EPS, Encoder, embedding_table, layer_norm, linear, projection
 
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
@@ -66,7 +66,7 @@ class _TextModel(nn.Module):
         super().__init__()
         self.embeddings = _Embeddings(cfg, device, dtype)
         self.encoder = Encoder(cfg, device, dtype)
-        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=1e-5, device=device, dtype=dtype)
+        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=LAYER_NORM_EPS, device=device, dtype=dtype)
 
 
 class TextTower(nn.Module):
@@ -76,11 +76,7 @@ class TextTower(nn.Module):
         super().__init__()
         self.config = cfg
         self.text_model = _TextModel(cfg, device, dtype)
-        self.text_projection = (
-            nn.Linear(cfg.width, cfg.projection_dim, bias=False, device=device, dtype=dtype)
-            if cfg.projection_dim
-            else None
-        )
+        self.text_projection = projection(cfg.width, cfg.projection_dim, device, dtype)
         self.compute_dtype = torch.float32
 
     @property

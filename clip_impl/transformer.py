@@ -27,6 +27,12 @@ def embedding_table(rows: int, width: int, device=None, dtype=None) -> nn.Embedd
     return nn.Embedding(rows, width, _weight=torch.empty(rows, width, device=device, dtype=dtype))
 
 
+def projection(width: int, dim: int | None, device=None, dtype=None) -> nn.Linear | None:
+    """A tower's bias-free output projection ``width -> dim`` (``text_projection``/``visual_projection``),
+    or None for a tower stored without one (SD1.x checkpoints drop CLIP-L's)."""
+    return nn.Linear(width, dim, bias=False, device=device, dtype=dtype) if dim else None
+
+
 def cast(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``param`` in the dtype/device of ``like`` (a no-op when they already agree)."""
     if param.dtype == like.dtype and param.device == like.device:

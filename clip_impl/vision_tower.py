@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear
+from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear, projection
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,7 @@ class VisionTower(nn.Module):
         super().__init__()
         self.config = cfg
         self.vision_model = _VisionModel(cfg, device, dtype)
-        self.visual_projection = (
-            nn.Linear(cfg.width, cfg.projection_dim, bias=False, device=device, dtype=dtype)
-            if cfg.projection_dim
-            else None
-        )
+        self.visual_projection = projection(cfg.width, cfg.projection_dim, device, dtype)
         self.compute_dtype = torch.float32
 
     @property
