@@ -58,6 +58,24 @@ def random_text_tower_hf(width: int, layers: int, projection: int | None, seed: 
     return sd
 
 
+_BLOCK_NAMES = (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
+                ("self_attn.out_proj", "attn.out_proj"))
+
+
+def openclip_blocks(sd: dict[str, torch.Tensor], hf_layers: str, layers: int) -> dict[str, torch.Tensor]:
+    """The pre-LN blocks ``<hf_layers>N.*`` of an HF state dict in OpenCLIP names (``transformer.resblocks.N.``,
+    q/k/v stacked by rows into ``attn.in_proj_weight``/``in_proj_bias``); text and vision towers alike."""
+    out = {}
+    for i in range(layers):
+        hf, oc = f"{hf_layers}{i}.", f"transformer.resblocks.{i}."
+        for a, b in _BLOCK_NAMES:
+            for s in ("weight", "bias"):
+                out[f"{oc}{b}.{s}"] = sd[f"{hf}{a}.{s}"]
+        for s, o in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
+            out[f"{oc}attn.{o}"] = torch.cat([sd[f"{hf}self_attn.{n}_proj.{s}"] for n in "qkv"]).contiguous()
+    return out
+
+
 def hf_to_openclip(sd: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
     """The same tower in OpenCLIP names: fused ``in_proj``, ``text_projection`` used as x @ P."""
     out = {
@@ -68,15 +86,7 @@ def hf_to_openclip(sd: dict[str, torch.Tensor], layers: int) -> dict[str, torch.
     }
     if "text_projection.weight" in sd:
         out["text_projection"] = sd["text_projection.weight"].t().contiguous()
-    names = (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
-             ("self_attn.out_proj", "attn.out_proj"))
-    for i in range(layers):
-        hf, oc = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
-        for a, b in names:
-            for s in ("weight", "bias"):
-                out[f"{oc}{b}.{s}"] = sd[f"{hf}{a}.{s}"]
-        for s, o in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
-            out[f"{oc}attn.{o}"] = torch.cat([sd[f"{hf}self_attn.{n}_proj.{s}"] for n in "qkv"]).contiguous()
+    out.update(openclip_blocks(sd, "text_model.encoder.layers.", layers))
     return out
 
 

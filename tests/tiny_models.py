@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
+from full_size import openclip_blocks
+
 L_WIDTH, G_WIDTH, H_WIDTH = 128, 192, 128
 
 
@@ -61,14 +63,7 @@ def openclip_state(model, prefix="", projection=True) -> dict:
     }
     if projection:
         out["text_projection"] = sd["text_projection.weight"].t()
-    for i in range(model.config.num_hidden_layers):
-        hf = f"text_model.encoder.layers.{i}."
-        oc = f"transformer.resblocks.{i}."
-        for a, b in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj")):
-            for s in ("weight", "bias"):
-                out[f"{oc}{b}.{s}"] = sd[f"{hf}{a}.{s}"]
-        for s, o in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
-            out[f"{oc}attn.{o}"] = torch.cat([sd[f"{hf}self_attn.{n}_proj.{s}"] for n in "qkv"])
+    out.update(openclip_blocks(sd, "text_model.encoder.layers.", model.config.num_hidden_layers))
     return {prefix + k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
@@ -179,14 +174,7 @@ def openclip_vision_state(vmodel, prefix="visual.", projection=True) -> dict:
     }
     if projection:
         out["proj"] = sd["visual_projection.weight"].t()
-    for i in range(vmodel.config.num_hidden_layers):
-        hf = f"{v}encoder.layers.{i}."
-        oc = f"transformer.resblocks.{i}."
-        for a, b in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"), ("self_attn.out_proj", "attn.out_proj")):
-            for s in ("weight", "bias"):
-                out[f"{oc}{b}.{s}"] = sd[f"{hf}{a}.{s}"]
-        for s, o in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
-            out[f"{oc}attn.{o}"] = torch.cat([sd[f"{hf}self_attn.{n}_proj.{s}"] for n in "qkv"])
+    out.update(openclip_blocks(sd, f"{v}encoder.layers.", vmodel.config.num_hidden_layers))
     return {prefix + k: t.detach().clone().contiguous() for k, t in out.items()}
 
 

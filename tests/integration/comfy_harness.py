@@ -9,10 +9,14 @@ to reach them (``comfy.pack_module("nodes.host")``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,35 @@ MODEL_FILES = {  # ComfyUI model folder -> names of full-size test files (tests/
     "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "clip_h.safetensors"],
     "clip_vision": [],
 }
+
+
+# Our encoders' remaining inputs at their defaults, and CLIPTextEncodeSDXL's default sizes, as graphs spell them.
+ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
+SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
+
+
+def clip_loader(name: str) -> dict:
+    """ComfyUI's CLIPLoader on a ``text_encoders`` file, type stable_diffusion (SD1.x, SD2.x, refiner)."""
+    return {"class_type": "CLIPLoader", "inputs": {"clip_name": name, "type": "stable_diffusion", "device": "default"}}
+
+
+def suite_loader(model: str) -> dict:
+    """Our loader on one file (``folder/name``), every other input at its default."""
+    return {"class_type": "ClipSuiteLoader",
+            "inputs": {"model": model, "model_2": "none", "architecture": "auto", "precision": "auto", "device": "auto"}}
+
+
+def suite_encode(clip_node: str, text: str, clip_skip: int = 0, **options) -> dict:
+    """ClipSuiteTextEncode on output 0 of ``clip_node``; ``options`` override :data:`ENCODE`."""
+    return {"class_type": "ClipSuiteTextEncode",
+            "inputs": {"clip": [clip_node, 0], "text": text, "clip_skip": clip_skip, **ENCODE, **options}}
+
+
+def suite_encode_sdxl(clip_node: str, text: str, clip_skip: int = 0) -> dict:
+    """ClipSuiteTextEncodeSDXL with one prompt (text_l empty), clip_skip on both towers, default sizes."""
+    return {"class_type": "ClipSuiteTextEncodeSDXL", "inputs": {
+        "clip": [clip_node, 0], "text_g": text, "text_l": "", "clip_skip": clip_skip, "clip_skip_applies_to": "both",
+        **ENCODE, **SIZES}}
 
 
 def model_folders(root: Path, build) -> dict[str, Path]:
@@ -54,6 +87,54 @@ def pack_folder(root: Path) -> Path:
     if not link.exists():
         os.symlink(REPO, link)
     return link
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def comfyui_server(comfy_path, tmp: Path, folders: dict, timeout_s: float = 300):
+    """A real ComfyUI (``main.py --cpu`` on a free port) with our pack listed under ``custom_nodes:`` in an
+    extra model paths file naming ``folders``; everything it writes goes to ``tmp/base``. Yields
+    ``(url, log_path)`` once ``/system_stats`` answers; stops the server on exit."""
+    import pytest
+
+    pack = pack_folder(tmp)
+    config = tmp / "extra_model_paths.yaml"
+    lines = ["clip_suite_tests:"] + [f"    {name}: {path}" for name, path in folders.items()]
+    config.write_text("\n".join(lines + [f"    custom_nodes: {pack.parent}", ""]))
+    (tmp / "base" / "custom_nodes").mkdir(parents=True)  # main.py lists it before anything else
+    port = _free_port()
+    log_path = tmp / "comfyui.log"
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--extra-model-paths-config", str(config), "--base-directory", str(tmp / "base"), "--disable-api-nodes"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+                try:
+                    urllib.request.urlopen(f"{url}/system_stats", timeout=5).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        pytest.fail(f"ComfyUI did not answer within {timeout_s:.0f} s:\n{log_path.read_text()[-4000:]}")
+                    time.sleep(1)
+            yield url, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class ServerStub:

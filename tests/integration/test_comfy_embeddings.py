@@ -14,10 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_harness import assert_conditioning_close, sink
+from comfy_harness import SIZES, assert_conditioning_close, sink, suite_encode, suite_encode_sdxl, suite_loader
 
-ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
-SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
 SD15_PROMPT = (
     "a photo of a (embedding:cs_sd_one:1.2) cat, (embedding:cs_a1111_four.pt:1.2), in a garden full of roses, "
     "embedding:cs_sd_four, (embedding:cs_a1111_one:0.8) soft light"
@@ -69,20 +67,10 @@ def emb_folder(comfy, tmp_path_factory):
     comfy.release()
 
 
-def loader(model):
-    return {"class_type": "ClipSuiteLoader",
-            "inputs": {"model": model, "model_2": "none", "architecture": "auto", "precision": "auto", "device": "auto"}}
 
 
-def ours(clip_node, text, **kw):
-    return {"class_type": "ClipSuiteTextEncode", "inputs": {"clip": [clip_node, 0], "text": text, "clip_skip": 0,
-                                                            **ENCODE, **kw}}
 
 
-def ours_sdxl(clip_node, text):
-    return {"class_type": "ClipSuiteTextEncodeSDXL", "inputs": {
-        "clip": [clip_node, 0], "text_g": text, "text_l": "", "clip_skip": 0, "clip_skip_applies_to": "both",
-        **ENCODE, **SIZES}}
 
 
 def test_sd15_embeddings_match_clip_text_encode(comfy, emb_folder):
@@ -92,9 +80,9 @@ def test_sd15_embeddings_match_clip_text_encode(comfy, emb_folder):
                                                      "device": "default"}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": SD15_PROMPT}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": SD15_LONG}},
-        "4": loader("checkpoints/sd15_te.safetensors"),
-        "5": ours("4", SD15_PROMPT), "6": ours("4", SD15_LONG),
-        "7": ours("1", SD15_PROMPT), "8": ours("1", SD15_LONG),
+        "4": suite_loader("checkpoints/sd15_te.safetensors"),
+        "5": suite_encode("4", SD15_PROMPT), "6": suite_encode("4", SD15_LONG),
+        "7": suite_encode("1", SD15_PROMPT), "8": suite_encode("1", SD15_LONG),
         "99": sink("2", "3", "5", "6", "7", "8"),
     }
     run = comfy.run(graph)
@@ -122,7 +110,7 @@ def test_sdxl_embeddings_match_clip_text_encode_sdxl(comfy, emb_folder):
             "clip_name1": "clip_l.safetensors", "clip_name2": "clip_g.safetensors", "type": "sdxl", "device": "default"}},
         "2": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"clip": ["1", 0], "text_g": SDXL_PROMPT,
                                                              "text_l": SDXL_PROMPT, **SIZES}},
-        "3": ours_sdxl("1", SDXL_PROMPT),
+        "3": suite_encode_sdxl("1", SDXL_PROMPT),
         "99": sink("2", "3"),
     }
     run = comfy.run(graph)
@@ -131,7 +119,7 @@ def test_sdxl_embeddings_match_clip_text_encode_sdxl(comfy, emb_folder):
     status = comfy.ui("3")["text"][0]
     assert "embedding cs_sd_four" in status and "this 1280-wide text encoder cannot use it" in status
     comfy.release()
-    run2 = comfy.run({"4": loader("checkpoints/sdxl_te.safetensors"), "5": ours_sdxl("4", SDXL_PROMPT), "99": sink("5")})
+    run2 = comfy.run({"4": suite_loader("checkpoints/sdxl_te.safetensors"), "5": suite_encode_sdxl("4", SDXL_PROMPT), "99": sink("5")})
     mine = assert_conditioning_close(comfy.output("5"), ref, "SDXL embeddings, our loader")
     print(f"SDXL embeddings max|diff|/max|ref|: native CLIP into ours {native:.2e}, our loader {mine:.2e}; "
           f"runs {run.seconds:.1f}s, {run2.seconds:.1f}s")
@@ -141,8 +129,8 @@ def test_sdxl_embeddings_match_clip_text_encode_sdxl(comfy, emb_folder):
 def test_bad_embedding_files_warn_through_the_node_and_never_run_code(comfy, emb_folder):
     folder, marker = emb_folder
     comfy.release()
-    comfy.run({"4": loader("checkpoints/sd15_te.safetensors"), "5": ours("4", BAD_PROMPT),
-               "6": ours("4", "a cat"), "99": sink("5", "6")})
+    comfy.run({"4": suite_loader("checkpoints/sd15_te.safetensors"), "5": suite_encode("4", BAD_PROMPT),
+               "6": suite_encode("4", "a cat"), "99": sink("5", "6")})
     assert not os.path.exists(marker), "unpickling an embedding ran code"
     status = comfy.ui("5")["text"][0]
     for name in ("cs_evil_raw.pt", "cs_evil_zip.pt"):
@@ -168,8 +156,8 @@ def test_bad_embedding_files_warn_through_the_node_and_never_run_code(comfy, emb
 def test_a1111_embedding_moves_whole_to_the_next_chunk(comfy, emb_folder):
     text = " ".join(["w"] * 73) + " cs_sd_four end"
     comfy.release()
-    comfy.run({"4": loader("checkpoints/sd15_te.safetensors"),
-               "5": ours("4", text, chunking="a1111", weighting="a1111"),
+    comfy.run({"4": suite_loader("checkpoints/sd15_te.safetensors"),
+               "5": suite_encode("4", text, chunking="a1111", weighting="a1111"),
                "6": {"class_type": "ClipSuitePromptTokens", "inputs": {"text": text, "chunking": "a1111",
                                                                       "comma_backtrack": 20}},
                "99": sink("5")})

@@ -119,13 +119,22 @@ def embeddings_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("embeddings"))
 
 
+def load_native(full_size_models, embeddings_dir, names: list[str], model_class: str, clip_type=None):
+    """What ComfyUI's CLIPLoader/DualCLIPLoader return for the full-size files ``names`` (``comfy.sd.load_clip``,
+    type stable_diffusion unless given); checks that ComfyUI built ``model_class`` from them."""
+    import comfy.sd
+
+    paths = [str(full_size_models(name)) for name in names]
+    clip_type = comfy.sd.CLIPType.STABLE_DIFFUSION if clip_type is None else clip_type
+    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=clip_type)
+    assert type(clip.cond_stage_model).__name__ == model_class
+    return clip
+
+
 @pytest.fixture(scope="module")
 def comfy_sd15(comfy_path, full_size_models, embeddings_dir):
     """What CLIPLoader(clip_l.safetensors, type stable_diffusion) returns."""
-    import comfy.sd
-
-    paths = [str(full_size_models("clip_l.safetensors"))]
-    return comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    return load_native(full_size_models, embeddings_dir, ["clip_l.safetensors"], "SD1ClipModel")
 
 
 @pytest.fixture(scope="module")
@@ -133,35 +142,23 @@ def comfy_sdxl(comfy_path, full_size_models, embeddings_dir):
     """What DualCLIPLoader(clip_l.safetensors, clip_g.safetensors, type sdxl) returns."""
     import comfy.sd
 
-    paths = [str(full_size_models("clip_l.safetensors")), str(full_size_models("clip_g.safetensors"))]
     # DualCLIPLoader's own lookup: ComfyUI has no CLIPType.SDXL, "sdxl" falls back to STABLE_DIFFUSION,
     # which with two files builds SDXLClipModel.
     clip_type = getattr(comfy.sd.CLIPType, "SDXL", comfy.sd.CLIPType.STABLE_DIFFUSION)
-    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=clip_type)
-    assert type(clip.cond_stage_model).__name__ == "SDXLClipModel"
-    return clip
+    names = ["clip_l.safetensors", "clip_g.safetensors"]
+    return load_native(full_size_models, embeddings_dir, names, "SDXLClipModel", clip_type)
 
 
 @pytest.fixture(scope="module")
 def comfy_sd2(comfy_path, full_size_models, embeddings_dir):
-    """What CLIPLoader(clip_h.safetensors, type stable_diffusion) returns: SD2ClipModel."""
-    import comfy.sd
-
-    paths = [str(full_size_models("clip_h.safetensors"))]
-    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
-    assert type(clip.cond_stage_model).__name__ == "SD2ClipModel"
-    return clip
+    """What CLIPLoader(clip_h.safetensors, type stable_diffusion) returns."""
+    return load_native(full_size_models, embeddings_dir, ["clip_h.safetensors"], "SD2ClipModel")
 
 
 @pytest.fixture(scope="module")
 def comfy_refiner(comfy_path, full_size_models, embeddings_dir):
-    """What CLIPLoader(clip_g.safetensors, type stable_diffusion) returns: SDXLRefinerClipModel."""
-    import comfy.sd
-
-    paths = [str(full_size_models("clip_g.safetensors"))]
-    clip = comfy.sd.load_clip(paths, embedding_directory=embeddings_dir, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
-    assert type(clip.cond_stage_model).__name__ == "SDXLRefinerClipModel"
-    return clip
+    """What CLIPLoader(clip_g.safetensors, type stable_diffusion) returns."""
+    return load_native(full_size_models, embeddings_dir, ["clip_g.safetensors"], "SDXLRefinerClipModel")
 
 
 def comfy_tokens(clip, text: str, text_l: str | None):

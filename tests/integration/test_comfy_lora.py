@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
+from comfy_harness import (
+    LONG_PROMPT as PROMPT, SIZES, assert_conditioning_close, sink, suite_encode, suite_encode_sdxl, suite_loader,
+)
 
-ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
-SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
 TARGETS = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2")
 STRENGTHS = (0.5, 1.0)
 
@@ -82,19 +82,10 @@ def our_lora(clip_node, name, strength):
     return {"class_type": "ClipSuiteLoraLoader", "inputs": {"clip": [clip_node, 0], "lora_name": name, "strength": strength}}
 
 
-def loader(model):
-    return {"class_type": "ClipSuiteLoader",
-            "inputs": {"model": model, "model_2": "none", "architecture": "auto", "precision": "auto", "device": "auto"}}
 
 
-def ours(clip_node):
-    return {"class_type": "ClipSuiteTextEncode", "inputs": {"clip": [clip_node, 0], "text": PROMPT, "clip_skip": 0, **ENCODE}}
 
 
-def ours_sdxl(clip_node):
-    return {"class_type": "ClipSuiteTextEncodeSDXL", "inputs": {
-        "clip": [clip_node, 0], "text_g": PROMPT, "text_l": "", "clip_skip": 0, "clip_skip_applies_to": "both",
-        **ENCODE, **SIZES}}
 
 
 def test_sd15_lora(comfy, loras):
@@ -105,15 +96,15 @@ def test_sd15_lora(comfy, loras):
         "2": native_lora("1", "cs_sd15_te.safetensors", 0.5), "3": native_lora("1", "cs_sd15_te.safetensors", 1.0),
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": PROMPT}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["3", 0], "text": PROMPT}},
-        "6": ours("2"), "7": ours("3"),
-        "8": loader("checkpoints/sd15_te.safetensors"),
+        "6": suite_encode("2", PROMPT), "7": suite_encode("3", PROMPT),
+        "8": suite_loader("checkpoints/sd15_te.safetensors"),
         "9": our_lora("8", "cs_sd15_te.safetensors", 0.5), "10": our_lora("8", "cs_sd15_te.safetensors", 1.0),
-        "11": ours("9"), "12": ours("10"),
-        "13": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": PROMPT}}, "14": ours("8"),
+        "11": suite_encode("9", PROMPT), "12": suite_encode("10", PROMPT),
+        "13": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": PROMPT}}, "14": suite_encode("8", PROMPT),
         # a chain: the same LoRA again at 1.0 on top of the 0.5 one (patches add up, rounded once)
         "15": native_lora("2", "cs_sd15_te.safetensors", 1.0),
         "16": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["15", 0], "text": PROMPT}},
-        "17": our_lora("9", "cs_sd15_te.safetensors", 1.0), "18": ours("17"),
+        "17": our_lora("9", "cs_sd15_te.safetensors", 1.0), "18": suite_encode("17", PROMPT),
         "99": sink("4", "5", "6", "7", "11", "12", "13", "14", "16", "18"),
     }
     run = comfy.run(graph)
@@ -144,7 +135,7 @@ def test_sdxl_lora(comfy, loras):
         "2": native_lora("1", "cs_sdxl_te.safetensors", 0.5), "3": native_lora("1", "cs_sdxl_te.safetensors", 1.0),
         "4": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"clip": ["2", 0], "text_g": PROMPT, "text_l": PROMPT, **SIZES}},
         "5": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"clip": ["3", 0], "text_g": PROMPT, "text_l": PROMPT, **SIZES}},
-        "6": ours_sdxl("2"), "7": ours_sdxl("3"),
+        "6": suite_encode_sdxl("2", PROMPT), "7": suite_encode_sdxl("3", PROMPT),
         "99": sink("4", "5", "6", "7"),
     }
     run = comfy.run(graph)
@@ -153,9 +144,9 @@ def test_sdxl_lora(comfy, loras):
               for s, n in ((0.5, "6"), (1.0, "7"))}
     native_in_ours = {0.5: comfy.output("6")[0][0], 1.0: comfy.output("7")[0][0]}
     comfy.release()  # free the native CLIP and its converted copies before loading ours
-    run2 = comfy.run({"8": loader("checkpoints/sdxl_te.safetensors"),
+    run2 = comfy.run({"8": suite_loader("checkpoints/sdxl_te.safetensors"),
                       "9": our_lora("8", "cs_sdxl_te.safetensors", 0.5), "10": our_lora("8", "cs_sdxl_te.safetensors", 1.0),
-                      "11": ours_sdxl("9"), "12": ours_sdxl("10"), "99": sink("11", "12")})
+                      "11": suite_encode_sdxl("9", PROMPT), "12": suite_encode_sdxl("10", PROMPT), "99": sink("11", "12")})
     for s, n in ((0.5, "11"), (1.0, "12")):
         ratios[f"ClipSuiteLoraLoader @{s}"] = assert_conditioning_close(comfy.output(n), refs[s], f"SDXL ours {s}")
         assert torch.equal(comfy.output(n)[0][0], native_in_ours[s]), f"patched weights differ at {s}"

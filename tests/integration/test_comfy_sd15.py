@@ -7,39 +7,31 @@ an SD1.5 checkpoint (``sd15_te.safetensors``) and also takes the native CLIP as 
 
 import pytest
 
-from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
-
-ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
+from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, clip_loader, sink, suite_encode, suite_loader
 
 
-def native_clip():
-    return {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion", "device": "default"}}
 
 
-def ours_loader(model="checkpoints/sd15_te.safetensors"):
-    return {"class_type": "ClipSuiteLoader",
-            "inputs": {"model": model, "model_2": "none", "architecture": "auto", "precision": "auto", "device": "auto"}}
 
 
-def ours_encode(clip_node, clip_skip=1, text=PROMPT):
-    return {"class_type": "ClipSuiteTextEncode", "inputs": {"clip": [clip_node, 0], "text": text, "clip_skip": clip_skip, **ENCODE}}
+
 
 
 def graph():
     """Native: CLIPLoader -> CLIPSetLastLayer(-2) -> CLIPTextEncode; also with a LoRA clone.
     Ours: our loader -> clip_skip 1; the native CLIP (and its clones) straight into our encoder."""
     return {
-        "1": native_clip(),
+        "1": clip_loader("clip_l.safetensors"),
         "2": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["1", 0], "stop_at_clip_layer": -2}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": PROMPT}},
-        "4": ours_loader(),
-        "5": ours_encode("4"),
-        "6": ours_encode("1"),
-        "7": ours_encode("2"),
+        "4": suite_loader("checkpoints/sd15_te.safetensors"),
+        "5": suite_encode("4", PROMPT, 1),
+        "6": suite_encode("1", PROMPT, 1),
+        "7": suite_encode("2", PROMPT, 1),
         "8": {"class_type": "ClipSuiteTestClipLora", "inputs": {"clip": ["2", 0], "seed": 1, "strength": 0.8}},
         "9": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["8", 0], "text": PROMPT}},
-        "10": ours_encode("8"),
-        "11": ours_encode("1", clip_skip=0),
+        "10": suite_encode("8", PROMPT, 1),
+        "11": suite_encode("1", PROMPT, 0),
         "12": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": PROMPT}},
         "99": sink("3", "5", "6", "7", "9", "10", "11", "12"),
     }
@@ -98,7 +90,7 @@ def test_patchers_in_model_management(comfy, run):
 
 
 def test_cache_reruns_only_what_changed(comfy, run):
-    g = {"4": ours_loader(), "5": ours_encode("4"), "99": sink("5")}
+    g = {"4": suite_loader("checkpoints/sd15_te.safetensors"), "5": suite_encode("4", PROMPT, 1), "99": sink("5")}
     first = comfy.run(g)
     assert "4" in first.executed or "4" in first.cached
     second = comfy.run(g)

@@ -9,23 +9,14 @@ native layer is the penultimate, so clip_skip k is ``CLIPSetLastLayer`` -(k+2).
 
 import pytest
 
-from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
-
-ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
-SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
+from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, clip_loader, sink, suite_encode, suite_loader
 
 
-def native(name):
-    return {"class_type": "CLIPLoader", "inputs": {"clip_name": name, "type": "stable_diffusion", "device": "default"}}
 
 
-def ours_loader(model):
-    return {"class_type": "ClipSuiteLoader",
-            "inputs": {"model": model, "model_2": "none", "architecture": "auto", "precision": "auto", "device": "auto"}}
 
 
-def ours(clip_node, clip_skip):
-    return {"class_type": "ClipSuiteTextEncode", "inputs": {"clip": [clip_node, 0], "text": PROMPT, "clip_skip": clip_skip, **ENCODE}}
+
 
 
 def last_layer(clip_node, n):
@@ -38,18 +29,18 @@ def text_encode(clip_node):
 
 def graph(text_encoder: str, checkpoint: str) -> dict:
     return {
-        "1": native(text_encoder),
+        "1": clip_loader(text_encoder),
         "2": text_encode("1"),
         "3": last_layer("1", -3),
         "4": text_encode("3"),
         "5": last_layer("1", -1),
         "6": text_encode("5"),
-        "7": ours_loader(checkpoint),
-        "8": ours("7", 0),
-        "9": ours("7", 1),
-        "10": ours("7", -1),
-        "11": ours("1", 0),
-        "12": ours("3", 1),  # the clone's CLIPSetLastLayer is overridden by clip_skip (status says so)
+        "7": suite_loader(checkpoint),
+        "8": suite_encode("7", PROMPT, 0),
+        "9": suite_encode("7", PROMPT, 1),
+        "10": suite_encode("7", PROMPT, -1),
+        "11": suite_encode("1", PROMPT, 0),
+        "12": suite_encode("3", PROMPT, 1),  # the clone's CLIPSetLastLayer is overridden by clip_skip (status says so)
         "99": sink("2", "4", "6", "8", "9", "10", "11", "12"),
     }
 

@@ -8,20 +8,14 @@ sources run one after the other, releasing each (the machine is small), against 
 
 import pytest
 
-from comfy_harness import LONG_PROMPT as PROMPT, assert_conditioning_close, sink
-
-SIZES = dict(width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)
-ENCODE = dict(chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk", empty_prompt="encode")
+from comfy_harness import LONG_PROMPT as PROMPT, SIZES, assert_conditioning_close, sink, suite_encode_sdxl
 
 
-def ours_sdxl(clip_node, clip_skip):
-    return {"class_type": "ClipSuiteTextEncodeSDXL", "inputs": {
-        "clip": [clip_node, 0], "text_g": PROMPT, "text_l": "", "clip_skip": clip_skip,
-        "clip_skip_applies_to": "both", **ENCODE, **SIZES}}
+
 
 
 def ours_graph(clip_node: dict) -> dict:
-    return {"1": clip_node, "2": ours_sdxl("1", 0), "3": ours_sdxl("1", 1), "99": sink("2", "3")}
+    return {"1": clip_node, "2": suite_encode_sdxl("1", PROMPT, 0), "3": suite_encode_sdxl("1", PROMPT, 1), "99": sink("2", "3")}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +28,8 @@ def refs(comfy):
         "2": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"clip": ["1", 0], "text_g": PROMPT, "text_l": PROMPT, **SIZES}},
         "3": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["1", 0], "stop_at_clip_layer": -3}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["3", 0], "text": PROMPT}},
-        "5": ours_sdxl("1", 0),
-        "6": ours_sdxl("3", 1),
+        "5": suite_encode_sdxl("1", PROMPT, 0),
+        "6": suite_encode_sdxl("3", PROMPT, 1),
         "99": sink("2", "4", "5", "6"),
     }
     run = comfy.run(graph)

@@ -4,17 +4,13 @@ paths file: the pack imports, ``/object_info`` lists our nodes as specified, and
 ``--base-directory``."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
 from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
-from comfy_harness import LONG_PROMPT as PROMPT, model_folders, pack_folder
+from comfy_harness import LONG_PROMPT as PROMPT, comfyui_server, model_folders
 
 CONTRACT = {
     "ClipSuiteLoader": ["model", "model_2", "architecture", "precision", "device"],
@@ -28,12 +24,6 @@ CONTRACT = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout=30):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
@@ -42,45 +32,13 @@ def _get(url: str, timeout=30):
 @pytest.fixture(scope="module")
 def server(comfy_path, tmp_path_factory, full_size_models):
     tmp = tmp_path_factory.mktemp("comfyui_server")
-    folders = model_folders(tmp / "models", full_size_models)
-    pack = pack_folder(tmp)
-    config = tmp / "extra_model_paths.yaml"
-    lines = ["clip_suite_tests:"] + [f"    {name}: {path}" for name, path in folders.items()]
-    config.write_text("\n".join(lines + [f"    custom_nodes: {pack.parent}", ""]))
-    (tmp / "base" / "custom_nodes").mkdir(parents=True)  # main.py lists it before anything else
-    port = _free_port()
-    log = open(tmp / "comfyui.log", "w")
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--extra-model-paths-config", str(config), "--base-directory", str(tmp / "base"), "--disable-api-nodes"]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.Popen(cmd, cwd=comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    with comfyui_server(comfy_path, tmp, model_folders(tmp / "models", full_size_models)) as (url, log_path):
 
-    def log_text(tail=4000):
-        text = (tmp / "comfyui.log").read_text()
-        return text[-tail:] if tail else text
+        def log_text(tail=4000):
+            text = log_path.read_text()
+            return text[-tail:] if tail else text
 
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log_text()}")
-            try:
-                _get(f"{url}/system_stats", timeout=5)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    pytest.fail(f"ComfyUI did not answer within 300 s:\n{log_text()}")
-                time.sleep(1)
         yield url, log_text
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_pack_imports(server):

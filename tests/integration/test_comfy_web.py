@@ -19,10 +19,7 @@ root). Chromium: ``apt-get install chromium`` (or set ``CHROMIUM``). Screenshots
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,7 +30,7 @@ import torch
 from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
 from clip_suite.clip_impl.cli import main as cli_main
 from clip_suite.nodes.tokens_api import MAX_BODY_BYTES, MAX_TEXT_CHARS
-from comfy_harness import pack_folder
+from comfy_harness import comfyui_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -58,12 +55,6 @@ def hundred_token_prompt() -> str:
         if describe_chunks(chunk_prompt(text))["tokens"] == 100:
             return text
     raise AssertionError("no prefix of the words has 100 tokens")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: bytes, method: str = "POST"):
@@ -91,39 +82,8 @@ def server(comfy_path, tmp_path_factory, model_dir):
         d.mkdir(parents=True)
     os.symlink(model_dir / "sdxl.safetensors", folders["checkpoints"] / "sdxl.safetensors")
     save_file({"emb_params": torch.zeros(5, 768)}, str(folders["embeddings"] / "style.safetensors"))
-    pack = pack_folder(tmp)
-    config = tmp / "extra_model_paths.yaml"
-    lines = ["clip_suite_web_tests:"] + [f"    {name}: {path}" for name, path in folders.items()]
-    config.write_text("\n".join(lines + [f"    custom_nodes: {pack.parent}", ""]))
-    (tmp / "base" / "custom_nodes").mkdir(parents=True)
-    port = _free_port()
-    log_path = tmp / "comfyui.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--extra-model-paths-config", str(config), "--base-directory", str(tmp / "base"), "--disable-api-nodes"]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 300
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"ComfyUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-                try:
-                    urllib.request.urlopen(f"{url}/system_stats", timeout=5).close()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        pytest.fail(f"ComfyUI did not answer within 300 s:\n{log_path.read_text()[-4000:]}")
-                    time.sleep(1)
-            yield url, log_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with comfyui_server(comfy_path, tmp, folders) as (url, log_path):
+        yield url, log_path
 
 
 # ------------------------------------------------------------------------------------------- the route
