@@ -1,7 +1,7 @@
-"""``python -m clip_suite``: the command line (see ``clip_impl/cli.py``)."""
+"""``python -m clip_suite``: the command line (see ``cli/``)."""
 
 import sys
 
-from .clip_impl.cli import main
+from .cli import main
 
 sys.exit(main())

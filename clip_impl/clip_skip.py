@@ -10,13 +10,19 @@ convention): 0 is always what the model was trained with.
 | SDXL | CLIP-L + bigG | penultimate (11, 31); -1 gives the raw final layer | no |
 | SDXL refiner | bigG | penultimate (31) | no |
 
-Translations: A1111/Forge "Clip skip: N" on SD1.x = ComfyUI ``CLIPSetLastLayer`` -N = clip_skip N-1.
-SDXL: ComfyUI -N = clip_skip N-2; diffusers k = k; A1111's slider does nothing on SDXL (0).
+Translations (one function each below; the nodes, the CLI, the web page and the infotext reader ask them):
+
+| tool setting | SD1.x | SD2.x | SDXL (both towers unless said) |
+| --- | --- | --- | --- |
+| ComfyUI ``CLIPSetLastLayer`` -N | N-1 | N-2 | N-2 |
+| A1111 "Clip skip: N" | N-1 | 0 (the slider does nothing) | 0; with ``sdxl_clip_l_skip``: N-2 on clip_l |
+| Forge "Clip skip: N" | N-1 | as A1111 | max(N, 2)-2 |
+| diffusers ``clip_skip`` k | k | k | k |
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 APPLIES_TO = ("both", "clip_l", "clip_g")
 
@@ -120,3 +126,60 @@ def layer_warnings(choices: dict[str, LayerChoice]) -> list[str]:
         for t, c in choices.items()
         if c.is_raw_final
     ]
+
+
+# ------------------------------------------------------------------------------ other tools' settings
+@dataclass(frozen=True)
+class Translation:
+    """Another tool's clip-skip setting in our terms: ``clip_skip`` for ``applies_to``, and why (``note``)."""
+
+    clip_skip: int
+    applies_to: str = "both"
+    note: str = ""
+
+
+def from_set_last_layer(family: Family, stop_at_clip_layer: int) -> int:
+    """ComfyUI ``CLIPSetLastLayer(stop_at_clip_layer=-N)`` -> clip_skip (SD1.x N-1, SD2.x/SDXL N-2)."""
+    if stop_at_clip_layer >= 0:
+        raise ValueError(f"stop_at_clip_layer={stop_at_clip_layer}: CLIPSetLastLayer takes -1, -2, ...")
+    return -stop_at_clip_layer - 1 - family.native_from_end
+
+
+def to_set_last_layer(family: Family, clip_skip: int) -> int:
+    """clip_skip -> the ``CLIPSetLastLayer`` value that selects the same layer (inverse of the above)."""
+    return -(clip_skip + 1 + family.native_from_end)
+
+
+def from_a1111(family: Family, clip_skip_n: int, sdxl_clip_l_skip: bool = False) -> Translation:
+    """AUTOMATIC1111's "Clip skip: N" (1 = none) -> our setting.
+
+    SD1.x: N-1. SD2.x: A1111 always uses the penultimate layer (its slider does nothing there): 0. SDXL:
+    the slider does nothing (0) unless the option ``sdxl_clip_l_skip`` was on, then N-2 on CLIP-L only.
+    """
+    n = max(int(clip_skip_n), 1)
+    if family.name in ("sd1", "clip"):
+        return Translation(n - 1)
+    if family.name == "sdxl" and sdxl_clip_l_skip:
+        return Translation(n - 2, "clip_l", f"A1111 with sdxl_clip_l_skip: Clip skip {n} moves CLIP-L only")
+    note = f"A1111 ignores Clip skip {n} on {family.label} (its slider does nothing there)" if n > 1 else ""
+    return Translation(0, "both", note)
+
+
+def from_forge(family: Family, clip_skip_n: int) -> Translation:
+    """Forge's "Clip skip: N" -> our setting: SD1.x N-1; SDXL max(N, 2)-2 on both towers; SD2.x as A1111."""
+    n = max(int(clip_skip_n), 1)
+    if family.name in ("sdxl", "sdxl_refiner"):
+        note = f"Forge uses the penultimate layer for Clip skip {n} on SDXL" if n < 2 else ""
+        return Translation(max(n, 2) - 2, "both", note)
+    return from_a1111(family, n)
+
+
+def from_diffusers(family: Family, clip_skip: int | None) -> int:
+    """diffusers ``clip_skip`` (None = the pipeline default) -> clip_skip: the same number."""
+    return int(clip_skip or 0)
+
+
+def families_table() -> dict:
+    """Every family's rule as plain data, for the web page: it computes the layer a clip_skip selects
+    from this, served by the pack, instead of keeping a copy of the rules."""
+    return {name: asdict(f) for name, f in FAMILIES.items()}

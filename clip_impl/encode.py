@@ -19,22 +19,21 @@ from dataclasses import dataclass, field
 import torch
 
 from .cache import CHUNK_CACHE, ByteLRUCache
-from .chunking import TokenChunk, chunk_prompt
+from .chunking import TokenChunk
 from .clip_skip import LayerChoice, layer_warnings, resolve_layers
 from .model import ClipModel
+from .prompt import WEIGHTINGS, prompt_chunks
 
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = ("comfy", "a1111", "a1111_no_norm", "none")
 MAX_WEIGHT = 1e4  # beyond this a weight only comes from runaway nesting; it would overflow fp32 maths
 POOLED_MODES = ("first_chunk", "mean")
 EMPTY_PROMPT_MODES = ("encode", "zeros")
-_SYNTAX = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncodeSettings:
-    """Everything besides the prompt that decides the conditioning."""
+    """Everything besides the prompt that decides the conditioning (built by keyword only)."""
 
     clip_skip: int = 0
     clip_skip_applies_to: str = "both"  # SDXL only: both, clip_l, clip_g
@@ -90,24 +89,24 @@ def encode_prompt(
     texts = {t: text for t in family.towers}
     if text_l and "l" in texts and family.name == "sdxl":
         texts["l"] = text_l
-    syntax = _SYNTAX[settings.weighting]
 
     if settings.empty_prompt == "zeros" and all(not t.strip() for t in texts.values()):
         return _zeros(model, layers, warnings)
 
     chunks = {}
     for t in family.towers:
-        width = model.towers[t].config.width
-        resolver = embeddings.resolver(t, syntax, width) if embeddings is not None else None
-        chunks[t] = chunk_prompt(
+        found = prompt_chunks(
             texts[t],
-            syntax=syntax,
             chunking=settings.chunking,
             comma_backtrack=settings.comma_backtrack,
-            resolve_embedding=resolver,
+            weighting=settings.weighting,
+            embeddings=embeddings,
+            tower=t,
+            width=model.towers[t].config.width,
         )
+        chunks[t] = found.chunks
         # Embeddings that are missing, unreadable or of the wrong width: say so next to the layer warnings.
-        warnings += [w for w in getattr(resolver, "warnings", ()) if w not in warnings]
+        warnings += [w for w in found.warnings if w not in warnings]
     _check_weights(chunks)
     own = {t: len(c) for t, c in chunks.items()}
     total = max(own.values())
@@ -133,7 +132,7 @@ def encode_prompt(
                 pooled = _project(tower, pooled)
     cond = torch.cat(conds, dim=-1).reshape(1, total * 77, -1)
     if not (bool(torch.isfinite(cond).all()) and bool(torch.isfinite(pooled).all())):
-        sources = ", ".join(getattr(model.towers[t], "source", t) for t in family.towers)
+        sources = ", ".join(model.towers[t].source for t in family.towers)
         raise ValueError(
             f"encoding gave NaN or infinite values ({sources}, weights {settings.weighting}): the model's weights "
             "overflow in this precision, or a prompt weight is extreme; try precision fp32 or smaller weights"

@@ -129,7 +129,7 @@ def tower_keys(src: TowerSource, keys) -> list[str]:
     return [k for k in keys if k.startswith(src.prefix) and k[len(src.prefix) :].startswith(wanted)]
 
 
-_OPENCLIP_BLOCK = {
+OPENCLIP_BLOCK = {
     "ln_1": "layer_norm1",
     "ln_2": "layer_norm2",
     "attn.in_proj_weight": "self_attn.in_proj.weight",
@@ -156,7 +156,7 @@ def to_tower_state_dict(src: TowerSource, tensors: dict) -> dict:
             elif name == "text_projection":
                 out["text_projection.weight"] = t.t().contiguous()  # OpenCLIP uses x @ P
             elif m := re.match(r"transformer\.resblocks\.(\d+)\.(.+)$", name):
-                out[f"text_model.encoder.layers.{m.group(1)}.{block_name(m.group(2), _OPENCLIP_BLOCK)}"] = t
+                out[f"text_model.encoder.layers.{m.group(1)}.{block_name(m.group(2), OPENCLIP_BLOCK)}"] = t
         return out
     base = "text_model." if src.layout == "hf" else ""
     for key, t in tensors.items():
@@ -178,7 +178,7 @@ def block_name(name: str, table: dict) -> str:
 def fuse_qkv(sd: dict) -> dict:
     """Stack HF ``q_proj``/``k_proj``/``v_proj`` into one ``in_proj`` (q rows first), in place.
 
-    The fused entry is the list of its parts: ``loading.convert_weights`` writes them straight into the
+    The fused entry is the list of its parts: ``tower_build.convert_weights`` writes them straight into the
     converted tensor, so the file's dtype is never stacked in an extra copy.
     """
     for key in [k for k in sd if ".self_attn.q_proj." in k]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .prompt import WEIGHTING_SYNTAX
+
 _TEXT_INPUTS = ("text_g", "text", "clip_l", "prompt")  # an encoder's prompt input, in preference order
 _STRING_INPUTS = ("value", "text", "string", "prompt", "text_g", "clip_l", "string_a")
 _MAX_STEPS = 10_000  # nodes visited per walk
-_WEIGHTING_SYNTAX = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
 EXIF_USER_COMMENT, EXIF_IFD, EXIF_COMFY_PROMPT = 0x9286, 0x8769, 0x0110
 
 
@@ -170,7 +171,7 @@ def _encoder_text(nodes: dict, links: list) -> FoundPrompt | None:
             text = _string_value(nodes, inputs[name])
             if text and text.strip() and text not in texts:
                 texts.append(text)
-                syntax = _WEIGHTING_SYNTAX.get(inputs.get("weighting"), "comfy") if len(texts) == 1 else syntax
+                syntax = WEIGHTING_SYNTAX.get(inputs.get("weighting"), "comfy") if len(texts) == 1 else syntax
             continue
         stack += [str(link[0]) for link in reversed(_conditioning_links(inputs))]
     return FoundPrompt(", ".join(texts), syntax, "comfyui") if texts else None

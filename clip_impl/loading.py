@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-import weakref
 from dataclasses import replace
 
 import torch
@@ -27,30 +23,15 @@ from .clip_skip import FAMILIES, TOWER_LABELS
 from .formats import TowerSource, find_text_towers, to_tower_state_dict, tower_keys
 from .model import ClipModel
 from .text_tower import CLIP_L, OPENCLIP_BIGG, OPENCLIP_H, TextTower
+from .tower_build import PRECISIONS, assemble, convert_weights, dtypes_for, file_identity, shared_tower
+from .vision_loading import find_vision, no_vision_message
 from .weight_files import ModelFileError, WeightReader
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _EXPECTED = {"l": CLIP_L, "h": OPENCLIP_H, "g": OPENCLIP_BIGG}
 _ROLE_NAMES = {"l": "CLIP-L (ViT-L/14)", "h": "OpenCLIP ViT-H/14", "g": "OpenCLIP ViT-bigG/14"}
-_SHARED: "weakref.WeakValueDictionary[tuple, torch.nn.Module]" = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
-
-
-def dtypes_for(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype, bool]:
-    """(storage dtype, compute dtype, round through fp16 first) for a precision on a device."""
-    if precision == "auto":
-        storage = torch.float32 if device.type == "cpu" else torch.float16
-        return storage, torch.float32, True
-    if precision == "fp32":
-        return torch.float32, torch.float32, False
-    if precision == "fp16":
-        return torch.float16, torch.float16, False
-    if precision == "bf16":
-        return torch.bfloat16, torch.bfloat16, False
-    raise ValueError(f"precision={precision!r}; use one of {', '.join(PRECISIONS)}")
 
 
 def load_clip(
@@ -79,8 +60,6 @@ def load_clip(
     found = [(r, src) for r in readers for src in find_text_towers(r.shapes)]
     match = None
     if with_vision:
-        from .vision_loading import find_vision, no_vision_message
-
         match = find_vision(readers, found, precision, device, storage_dtype)
         if match is None and with_vision is True:
             raise ModelFileError(no_vision_message(readers))
@@ -210,70 +189,9 @@ def _check_shape(reader: WeightReader, src: TowerSource, role: str, label: str) 
         )
 
 
-def _file_identity(reader: WeightReader) -> tuple:
-    st = reader.path.stat()
-    return (str(reader.path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def shared_tower(key: tuple, build):
-    """The tower registered under ``key`` (file identity, prefix, settings), built by ``build()`` the
-    first time: loading the same file twice shares one set of weights while anything still uses them."""
-    with _SHARED_LOCK:
-        tower = _SHARED.get(key)
-        if tower is None:
-            tower = build()
-            _SHARED[key] = tower
-    return tower
-
-
 def _shared_tower(reader, src, role, precision, device, storage_dtype=None) -> TextTower:
-    key = ("text", _file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
+    key = ("text", file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
     return shared_tower(key, lambda: build_text_tower(reader, src, role, precision, device, storage_dtype))
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN/inf in a float tensor (two reductions; half types on the CPU are checked in fp32, faster)."""
-    if not t.is_floating_point() or t.numel() == 0:
-        return True
-    if t.dtype in (torch.float16, torch.bfloat16) and t.device.type == "cpu":
-        t = t.float()
-    lo, hi = torch.aminmax(t)
-    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
-
-
-def convert_weights(sd: dict, precision: str, device, storage_dtype, where: str) -> torch.dtype:
-    """Convert a state dict in place to the precision's storage dtype (fp16-rounded for ``auto``) on
-    ``device``, refusing NaN/inf; returns the compute dtype. ``where`` names the file in errors.
-
-    A value may be a list of tensors to stack by rows (see ``formats.fuse_qkv``). Each result is written
-    once into its final tensor; tensors are converted two at a time, because filling freshly allocated
-    memory (page faults) rather than arithmetic is what a load spends its time on.
-    """
-    device = torch.device(device)
-    storage, compute, round_fp16 = dtypes_for(precision, device)
-    storage = storage_dtype or storage
-
-    def convert(item):
-        name, value = item
-        parts = value if isinstance(value, list) else [value]
-        floating = parts[0].is_floating_point()
-        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:]) if isinstance(value, list) else value.shape
-        out = torch.empty(shape, dtype=storage if floating else parts[0].dtype, device=device)
-        row = 0
-        for part in parts:
-            if floating and round_fp16 and part.dtype != torch.float16:
-                part = part.to(torch.float16)
-            target = out[row : row + part.shape[0]] if isinstance(value, list) else out
-            target.copy_(part)
-            row += part.shape[0] if isinstance(value, list) else 0
-        if not all_finite(out):
-            raise ModelFileError(f"{where}: tensor {name} holds NaN or infinite values; the file is corrupt")
-        return name, out
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, tensor in pool.map(convert, list(sd.items())):
-            sd[name] = tensor
-    return compute
 
 
 def build_text_tower(
@@ -300,19 +218,3 @@ def build_text_tower(
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     compute = convert_weights(sd, precision, device, storage_dtype, where)
     return assemble(TextTower, cfg, sd, compute, where, f"the {TOWER_LABELS[role]} text encoder")
-
-
-def assemble(tower_class, cfg, sd: dict, compute: torch.dtype, where: str, what: str):
-    """Build ``tower_class(cfg)`` on the meta device and assign ``sd`` (no random init, no copy); the
-    tower gets its compute dtype, a fresh ``cache_id`` and its ``source`` (for messages)."""
-    with torch.device("meta"):
-        tower = tower_class(cfg)
-    try:
-        tower.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"{where}: {what} is incomplete or misshapen: {e}") from e
-    tower.compute_dtype = compute
-    tower.cache_id = uuid.uuid4().hex
-    tower.source = where
-    tower.eval().requires_grad_(False)
-    return tower

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +37,9 @@ from pathlib import Path
 import torch
 
 from .clip_skip import TOWER_LABELS
-from .loading import convert_weights
 from .model import ClipModel
 from .text_tower import TextTower
+from .tower_build import convert_weights
 from .weight_files import ModelFileError, WeightReader
 
 log = logging.getLogger(__name__)
@@ -311,11 +310,8 @@ def build_patched_tower(
         # between devices never moves the other).
         state[name] = new[name] if name in new else p.detach().to(device)
     with torch.device("meta"):
-        patched = TextTower(tower.config)
+        patched = TextTower(tower.config, source=f"{tower.source} + {label}", compute_dtype=tower.compute_dtype)
     patched.load_state_dict(state, strict=True, assign=True)
-    patched.compute_dtype = tower.compute_dtype
-    patched.cache_id = uuid.uuid4().hex
-    patched.source = f"{tower.source} + {label}"
     patched.eval().requires_grad_(False)
     return patched
 

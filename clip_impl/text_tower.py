@@ -11,6 +11,7 @@ LayerNorm, at the first EOS of each row, projected when the tower has a projecti
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 
 import torch
@@ -72,12 +73,17 @@ class _TextModel(nn.Module):
 class TextTower(nn.Module):
     """A CLIP text transformer with layer selection and a pooled (optionally projected) output."""
 
-    def __init__(self, cfg: TextTowerConfig, device=None, dtype=None):
+    def __init__(
+        self, cfg: TextTowerConfig, device=None, dtype=None, *, source: str = "", compute_dtype=torch.float32
+    ):
         super().__init__()
         self.config = cfg
         self.text_model = _TextModel(cfg, device, dtype)
         self.text_projection = projection(cfg.width, cfg.projection_dim, device, dtype)
-        self.compute_dtype = torch.float32
+        self.compute_dtype = compute_dtype
+        # Keys of cached encodings: each tower (each set of weights) gets its own, never reused.
+        self.cache_id = uuid.uuid4().hex
+        self.source = source or cfg.name  # the file (and prefix) it came from, for messages
 
     @property
     def device(self) -> torch.device:

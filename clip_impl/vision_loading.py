@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .formats import _OPENCLIP_BLOCK, block_name, fuse_qkv
-from .loading import _file_identity, assemble, convert_weights, shared_tower
+from .formats import OPENCLIP_BLOCK, block_name, fuse_qkv
+from .tower_build import assemble, convert_weights, file_identity, shared_tower
 from .vision_tower import VISION_PRESETS, VisionTower, VisionTowerConfig
 from .weight_files import ModelFileError, WeightReader
 
@@ -237,7 +237,7 @@ def _pair(reader: WeightReader, src: VisionSource, where: str, found: list) -> t
 
 
 def _shared_vision(reader, src, cfg, precision, device, storage_dtype=None) -> VisionTower:
-    key = ("vision", _file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), storage_dtype)
+    key = ("vision", file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), storage_dtype)
     return shared_tower(key, lambda: build_vision_tower(reader, src, precision, device, cfg, storage_dtype))
 
 
@@ -272,7 +272,7 @@ def to_vision_state_dict(src: VisionSource, tensors: dict) -> dict:
         elif name in _OPENCLIP_TOP:
             out[_OPENCLIP_TOP[name]] = t
         elif m := re.match(r"transformer\.resblocks\.(\d+)\.(.+)$", name):
-            out[f"vision_model.encoder.layers.{m.group(1)}.{block_name(m.group(2), _OPENCLIP_BLOCK)}"] = t
+            out[f"vision_model.encoder.layers.{m.group(1)}.{block_name(m.group(2), OPENCLIP_BLOCK)}"] = t
         else:
             out["visual." + name] = t  # unknown part (e.g. attention pooling): strict loading names it
     return fuse_qkv(out)

@@ -13,6 +13,7 @@ projection (B, P).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,12 +83,16 @@ class _VisionModel(nn.Module):
 class VisionTower(nn.Module):
     """A CLIP ViT image encoder with its projection: pixels (B, 3, S, S) -> image embeddings (B, P)."""
 
-    def __init__(self, cfg: VisionTowerConfig, device=None, dtype=None):
+    def __init__(
+        self, cfg: VisionTowerConfig, device=None, dtype=None, *, source: str = "", compute_dtype=torch.float32
+    ):
         super().__init__()
         self.config = cfg
         self.vision_model = _VisionModel(cfg, device, dtype)
         self.visual_projection = projection(cfg.width, cfg.projection_dim, device, dtype)
-        self.compute_dtype = torch.float32
+        self.compute_dtype = compute_dtype
+        self.cache_id = uuid.uuid4().hex  # keys of cached text/image embeddings for this set of weights
+        self.source = source or cfg.name  # the file (and prefix) it came from, for messages
 
     @property
     def device(self) -> torch.device:
@@ -120,7 +125,7 @@ class VisionTower(nn.Module):
             return pooled
         if self.visual_projection is None:
             raise ValueError(
-                f"{getattr(self, 'source', self.config.name)}: this vision tower has no visual_projection, so its "
+                f"{self.source}: this vision tower has no visual_projection, so its "
                 "image embeddings cannot be compared with text; use a clip_vision file that includes it"
             )
         return linear(pooled, self.visual_projection)

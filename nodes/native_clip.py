@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..clip_impl.clip_skip import FAMILIES
+from ..clip_impl.clip_skip import FAMILIES, from_set_last_layer
 from ..clip_impl.formats import find_text_towers
 from ..clip_impl.loading import build_text_tower
 from ..clip_impl.model import ClipModel
@@ -106,8 +106,7 @@ def native_layer_note(native_layer: int | None, family_name: str, clip_skip: int
     """Status note when the input CLIP carries a CLIPSetLastLayer setting, which our clip_skip overrides."""
     if native_layer is None:
         return None
-    offset = 1 if family_name == "sd1" else 2  # CLIPSetLastLayer -N = clip_skip N-1 (SD1.x) / N-2 (others)
-    same = -native_layer - offset
+    same = from_set_last_layer(FAMILIES[family_name], native_layer)
     verdict = "same layer" if same == clip_skip else f"that would be clip_skip {same}"
     return (
         f"input CLIP has CLIPSetLastLayer {native_layer}: ignored, clip_skip {clip_skip} decides the layer "

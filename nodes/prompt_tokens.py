@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from ..clip_impl.chunking import chunk_prompt, describe_chunks
+from ..clip_impl.chunking import describe_chunks
+from ..clip_impl.prompt import WEIGHTINGS, prompt_chunks
 from ..clip_impl.tokenizer import get_tokenizer
 from . import common, host
 
-# The weighting syntax that goes with each packing rule (brackets change how text is tokenized).
-_SYNTAX = {"comfy": "comfy", "a1111": "a1111"}
+AUTO_WEIGHTING = "auto"  # the weighting that goes with the chunking (comfy -> comfy, a1111 -> a1111)
+WEIGHTING_TOOLTIP = (
+    "The weighting the encoder uses (its syntax decides how brackets and embeddings are read). auto: the one "
+    "that goes with chunking (comfy chunking: comfy weighting; a1111 chunking: a1111 weighting)."
+)
 
 
-def token_report(text: str, chunking: str = "comfy", comma_backtrack: int = 20, embeddings=None) -> str:
+def token_report(
+    text: str, chunking: str = "comfy", comma_backtrack: int = 20, embeddings=None, weighting: str = AUTO_WEIGHTING
+) -> str:
     """Counts per chunk, where each chunk ends, and its tokens (word pieces, weights other than 1 shown).
 
     ``embeddings`` (an EmbeddingLibrary, optional): embedding references count as their vectors.
+    ``weighting``: the encoder's weighting mode, or ``auto`` for the one that goes with ``chunking``.
     """
-    syntax = _SYNTAX[chunking]
-    resolver = embeddings.resolver("l", syntax) if embeddings is not None else None
-    chunks = chunk_prompt(
-        text, syntax=syntax, chunking=chunking, comma_backtrack=comma_backtrack, resolve_embedding=resolver
-    )
+    if weighting == AUTO_WEIGHTING:
+        weighting = chunking
+    chunks = prompt_chunks(
+        text, chunking=chunking, comma_backtrack=comma_backtrack, weighting=weighting, embeddings=embeddings
+    ).chunks
     info = describe_chunks(chunks)
     tok = get_tokenizer()
     chunk_word = "chunk" if info["chunks"] == 1 else "chunks"
@@ -57,9 +64,12 @@ class ClipSuitePromptTokens:
             "required": {
                 "text": common.text_input("The prompt to analyse (weights and BREAK as the encoders read them)."),
                 **common.chunking_inputs(),
-            }
+            },
+            "optional": {
+                "weighting": ([AUTO_WEIGHTING, *WEIGHTINGS], {"default": AUTO_WEIGHTING, "tooltip": WEIGHTING_TOOLTIP}),
+            },
         }
 
-    def report(self, text, chunking, comma_backtrack):
-        report = token_report(text, chunking, comma_backtrack, host.embedding_library())
+    def report(self, text, chunking, comma_backtrack, weighting=AUTO_WEIGHTING):
+        report = token_report(text, chunking, comma_backtrack, host.get_host().embedding_library(), weighting)
         return {"ui": {"text": [report]}, "result": (report,)}

@@ -73,7 +73,10 @@ class ClipSuiteTextEncode:
         }
 
     def encode(self, clip, text, clip_skip, chunking, comma_backtrack, weighting, pooled, empty_prompt):
-        settings = EncodeSettings(clip_skip, "both", chunking, comma_backtrack, weighting, pooled, empty_prompt)
+        settings = EncodeSettings(
+            clip_skip=clip_skip, chunking=chunking, comma_backtrack=comma_backtrack, weighting=weighting,
+            pooled=pooled, empty_prompt=empty_prompt,
+        )
         out, status = run_encode(clip, text, settings)
         conditioning = [[out.cond, {"pooled_output": out.pooled}]]
         return {"ui": {"text": [status], "clip_suite": [web_info(out, settings)]}, "result": (conditioning,)}
@@ -116,7 +119,8 @@ class ClipSuiteTextEncodeSDXL:
     def encode(self, clip, text_g, text_l, clip_skip, clip_skip_applies_to, chunking, comma_backtrack, weighting,
                pooled, empty_prompt, width, height, crop_w, crop_h, target_width, target_height):
         settings = EncodeSettings(
-            clip_skip, clip_skip_applies_to, chunking, comma_backtrack, weighting, pooled, empty_prompt
+            clip_skip=clip_skip, clip_skip_applies_to=clip_skip_applies_to, chunking=chunking,
+            comma_backtrack=comma_backtrack, weighting=weighting, pooled=pooled, empty_prompt=empty_prompt,
         )
         out, status = run_encode(clip, text_g, settings, text_l=text_l, families=("sdxl", "sdxl_refiner"))
         extra = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,

@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import logging
 
-from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, chunk_prompt, describe_chunks
-from ..clip_impl.encode import WEIGHTINGS
+from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
+from ..clip_impl.prompt import WEIGHTINGS, prompt_chunks
 
 log = logging.getLogger(__name__)
 
 ROUTE = "/clip_suite/tokens"
 MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 100_000
-_SYNTAX = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
 
 
 class RequestError(ValueError):
@@ -62,18 +61,14 @@ def parse_request(body: bytes) -> dict:
 
 def tokens_report(request: dict, embeddings=None) -> dict:
     """The token report for validated settings (see module docstring)."""
-    syntax = _SYNTAX[request["weighting"]]
-    # The chunker calls the resolver in its chunking's mode (comfy: "embedding:name" text, a1111: token runs
-    # that spell a file name), whatever the weighting syntax: pick the resolver for that mode.
-    resolver = embeddings.resolver("l", request["chunking"]) if embeddings is not None else None
-    chunks = chunk_prompt(
+    found = prompt_chunks(
         request["text"],
-        syntax=syntax,
         chunking=request["chunking"],
         comma_backtrack=request["comma_backtrack"],
-        resolve_embedding=resolver,
+        weighting=request["weighting"],
+        embeddings=embeddings,
     )
-    return describe_chunks(chunks)
+    return describe_chunks(found.chunks)
 
 
 async def _read_bounded(request) -> bytes:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import tiny_models as tm
-from clip_suite.clip_impl.cli import main
+from clip_suite.cli import main
 from clip_suite.clip_impl.weight_files import ModelFileError
 from clip_suite.nodes import host
 from clip_suite.nodes.loader import ClipSuiteLoader

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from clip_suite.clip_impl.cli import main
+from clip_suite.cli import main
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.preprocess import load_image_file
 from clip_suite.clip_impl.similarity import score_images

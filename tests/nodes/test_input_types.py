@@ -33,6 +33,14 @@ CONTRACT = {
         "Keep Best Images (CLIP score)", ["clip", "images", "text", "top_k", "min_score", "scale"], ("IMAGE", "FLOAT")
     ),
 }
+# Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
+OPTIONAL = {
+    "ClipSuitePromptTokens": ["weighting"],
+}
+# Enum inputs whose choices differ on one node: (node id, input) -> (choices, default).
+NODE_ENUMS = {
+    ("ClipSuitePromptTokens", "weighting"): (["auto", "comfy", "a1111", "a1111_no_norm", "none"], "auto"),
+}
 # DESIGN 3: the names of the outputs, and which ones are lists (one value per image).
 OUTPUT_NAMES = {
     "ClipSuiteImageTextSimilarity": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
@@ -74,7 +82,9 @@ def test_input_types_valid(node_id, standalone):
     assert set(spec) <= {"required", "optional", "hidden"}
     required = spec["required"]
     assert list(required) == inputs, "input names and order are the contract"
-    for name, entry in required.items():
+    optional = spec.get("optional", {})
+    assert list(optional) == OPTIONAL.get(node_id, []), "optional inputs come after the shipped ones"
+    for name, entry in {**required, **optional}.items():
         assert isinstance(entry, tuple) and len(entry) == 2, f"{name}: (type, options) expected"
         kind, opts = entry
         assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 20, f"{name}: tooltip missing"
@@ -87,7 +97,7 @@ def test_input_types_valid(node_id, standalone):
             else:
                 assert kind == want, name
         elif name in ENUMS:
-            values, default = ENUMS[name]
+            values, default = NODE_ENUMS.get((node_id, name), ENUMS[name])
             assert kind == values and opts["default"] == default, name
         elif name in INTS:
             default, lo, hi = INTS[name]
@@ -124,7 +134,10 @@ def test_class_attributes(node_id):
         assert not any(getattr(cls, "OUTPUT_IS_LIST", ()))
     method = getattr(cls, cls.FUNCTION)
     params = list(inspect.signature(method).parameters)[1:]
-    assert params == inputs, "the function takes exactly the inputs, as ComfyUI passes them by name"
+    optional = OPTIONAL.get(node_id, [])
+    assert params == inputs + optional, "the function takes exactly the inputs, as ComfyUI passes them by name"
+    defaults = [inspect.signature(method).parameters[n].default for n in optional]
+    assert inspect.Parameter.empty not in defaults, "an optional input needs a default (old workflows lack it)"
 
 
 def test_tooltips_translate_clip_skip(standalone):

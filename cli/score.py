@@ -16,26 +16,20 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from .cli import SUBCOMMANDS
-from .loading import PRECISIONS
-from .preprocess import IMAGE_SUFFIXES, image_to_tensor, open_image, preprocess_images
-from .similarity import SCALES, apply_scale, pixel_embeddings, prepare_prompt, scoring_towers, text_embedding
+from ..clip_impl.preprocess import image_to_tensor, open_image, preprocess_images
+from ..clip_impl.prompt import WEIGHTINGS, weighting_syntax
+from ..clip_impl.similarity import (
+    SCALES, apply_scale, pixel_embeddings, prepare_prompt, scoring_towers, text_embedding,
+)
+from .images import Progress, collect_images
+from .options import add_device_options, positive, resolve_device
 
 CSV_COLUMNS = ("path", "prompt", "score", "model", "error")
-_SYNTAXES = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
-
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,53 +42,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="score each image against its own prompt (ComfyUI graph, else A1111 parameters)")
     p.add_argument("--scale", choices=SCALES, default="clipscore_100",
                    help="clipscore_100 = max(100 cos, 0) (default), clipscore_2_5 = 2.5 max(cos, 0), cosine")
-    p.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="images per forward pass (default 8)")
-    p.add_argument("--weighting", choices=tuple(_SYNTAXES), default="comfy",
+    p.add_argument("--batch-size", type=positive, default=8, metavar="N", help="images per forward pass (default 8)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="comfy",
                    help="weighting syntax removed from --prompt before scoring (metadata prompts use their source's)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available")
+    add_device_options(p)
     p.add_argument("--out", required=True, help="CSV file to write ('-' for stdout)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
 
 
-def collect_images(paths: list[str]) -> list[str]:
-    """Files named, and images found under folders (sorted); a missing path stays, to get an error row."""
-    out = []
-    for given in paths:
-        if not os.path.isdir(given):
-            out.append(given)
-            continue
-        for root, dirs, files in os.walk(given):
-            dirs.sort()
-            out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
-    return out
-
-
-class Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, total: int, stream=None):
-        self.total, self.done = total, 0
-        self.stream = stream or sys.stderr
-        self.enabled = total > 0 and self.stream.isatty()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.enabled:
-            width = max(10, min(40, shutil.get_terminal_size().columns - 30))
-            filled = width * self.done // self.total
-            self.stream.write(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _read(path: str, size: int, fixed_prompt, vision) -> tuple:
     """(pixels (1, 3, S, S), raw prompt, ScoringPrompt) for one image; ValueError with the reason."""
-    from .image_metadata import prompt_from_image
+    from ..clip_impl.image_metadata import prompt_from_image
 
     img = open_image(path)
     try:
@@ -148,16 +106,16 @@ def run(args) -> int:
         raise ValueError("--prompt is empty; give the prompt to score against, or use --prompts-from-metadata")
     if args.model_2 and not os.path.exists(args.model_2):
         raise ValueError(f"--model-2 {args.model_2} does not exist")
-    fixed = prepare_prompt(args.prompt, _SYNTAXES[args.weighting]) if args.prompt is not None else None
+    fixed = prepare_prompt(args.prompt, weighting_syntax(args.weighting)) if args.prompt is not None else None
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if args.out != "-" and not os.path.isdir(out_dir):
         raise ValueError(f"--out {args.out}: the folder {out_dir} does not exist")
     paths = collect_images(args.images)
     if not paths:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
-    from .loading import load_clip
+    from ..clip_impl.loading import load_clip
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     files = [args.model] + ([args.model_2] if args.model_2 else [])
     model = load_clip(files, precision=args.precision, device=device, with_vision=True)
     scoring_towers(model)  # refuse a model that cannot score before any image is read
@@ -207,6 +165,3 @@ def _summary(scores: list[float], total: int, truncated: int, args) -> None:
     if truncated:
         line += f"; {truncated} scored with a prompt truncated to 75 tokens"
     print(line + (f" -> {args.out}" if args.out != "-" else ""), file=stream)
-
-
-SUBCOMMANDS["score"] = (add_arguments, run)

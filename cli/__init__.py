@@ -1,0 +1,37 @@
+"""Command line: ``python -m clip_suite encode|tokens|score ...`` (the console script ``clip-suite`` too).
+
+Each subcommand is a module of this package with ``add_arguments(parser)`` (its docstring is the
+subcommand's help) and ``run(args) -> exit code``; :data:`SUBCOMMANDS` is the one fixed table of them.
+Bad input ends with exit code 2 and one line on stderr that says what was wrong and what to do.
+The CLI calls ``clip_impl``; nothing in ``clip_impl`` imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import encode, score, tokens
+
+SUBCOMMANDS = {"encode": encode, "tokens": tokens, "score": score}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(prog="python -m clip_suite", description="CLIP text encoding and scoring")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in SUBCOMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=module.add_arguments.__doc__))
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit code (2 on bad input)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except (ValueError, OSError) as e:  # ModelFileError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,68 @@
+"""``python -m clip_suite encode``: a prompt to conditioning tensors in a .safetensors file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..clip_impl.clip_skip import APPLIES_TO
+from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodeSettings
+from ..clip_impl.loading import ARCHITECTURES
+from ..clip_impl.tower_build import PRECISIONS
+from .options import add_chunk_options, load_embeddings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """encode a prompt to conditioning tensors (.safetensors)"""
+    p.add_argument("--model", required=True, help="checkpoint, text encoder file or diffusers folder")
+    p.add_argument("--model-2", help="second file (SDXL: clip_l + clip_g as two files)")
+    p.add_argument("--prompt", required=True, help="prompt (SDXL: for CLIP-G, and CLIP-L unless --prompt-l)")
+    p.add_argument("--prompt-l", help="SDXL: separate prompt for CLIP-L")
+    p.add_argument("--clip-skip", type=int, default=0, metavar="K",
+                   help="layers skipped beyond the model's native layer (0 = native; A1111 'Clip skip 2' on SD1.x = 1)")
+    p.add_argument("--clip-skip-applies-to", choices=APPLIES_TO, default="both", help="SDXL: which towers skip")
+    add_chunk_options(p)
+    p.add_argument("--pooled", choices=POOLED_MODES, default="first_chunk")
+    p.add_argument("--empty-prompt", choices=EMPTY_PROMPT_MODES, default="encode")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="auto")
+    p.add_argument("--out", required=True, help="output .safetensors (cond, pooled, settings as metadata)")
+
+
+def run(args) -> int:
+    from safetensors.torch import save_file
+
+    from ..clip_impl.encode import encode_prompt
+    from ..clip_impl.loading import load_clip
+
+    paths = [args.model] + ([args.model_2] if args.model_2 else [])
+    model = load_clip(paths, architecture=args.architecture, precision=args.precision)
+    settings = EncodeSettings(
+        clip_skip=args.clip_skip,
+        clip_skip_applies_to=args.clip_skip_applies_to,
+        chunking=args.chunking,
+        comma_backtrack=args.comma_backtrack,
+        weighting=args.weighting,
+        pooled=args.pooled,
+        empty_prompt=args.empty_prompt,
+    )
+    out = encode_prompt(model, args.prompt, settings, text_l=args.prompt_l, embeddings=load_embeddings(args.embeddings))
+    layers = {t: {"layer": c.layer, "layer_norm": c.layer_norm, "of": c.num_layers} for t, c in out.layers.items()}
+    metadata = {
+        "architecture": out.family,
+        "layers": json.dumps(layers),
+        "chunks": str(out.chunks),
+        "settings": json.dumps(settings.__dict__),
+        "warnings": json.dumps(out.warnings),
+    }
+    tensors = {"cond": out.cond.float().cpu().contiguous(), "pooled": out.pooled.float().cpu().contiguous()}
+    save_file(tensors, args.out, metadata=metadata)
+    desc = ", ".join(c.describe(t) for t, c in out.layers.items())
+    print(
+        f"{out.family}: {out.chunks} chunk{'s' if out.chunks != 1 else ''}, {desc}; "
+        f"cond {tuple(tensors['cond'].shape)}, pooled {tuple(tensors['pooled'].shape)} -> {args.out}"
+    )
+    for w in out.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0

@@ -1,0 +1,62 @@
+"""Argument types and option groups that several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK
+from ..clip_impl.prompt import WEIGHTINGS
+from ..clip_impl.tower_build import PRECISIONS
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def comma_backtrack(value: str) -> int:
+    """argparse type: an int in 0..MAX_COMMA_BACKTRACK."""
+    n = int(value)
+    if not 0 <= n <= MAX_COMMA_BACKTRACK:
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_COMMA_BACKTRACK}, got {n}")
+    return n
+
+
+def positive(value: str) -> int:
+    """argparse type: an int of at least 1."""
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
+def add_chunk_options(p: argparse.ArgumentParser) -> None:
+    """``--chunking``, ``--comma-backtrack``, ``--weighting``, ``--embeddings``: the prompt pipeline's settings."""
+    p.add_argument("--chunking", choices=CHUNKINGS, default="comfy", help="chunk packing rule (default comfy)")
+    p.add_argument(
+        "--comma-backtrack", type=comma_backtrack, default=20, metavar="N",
+        help="a1111 chunking: move text after a comma at most N tokens back to the next chunk (0 = off)",
+    )
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="comfy", help="weighting syntax and maths")
+    p.add_argument("--embeddings", metavar="DIR", help="folder of textual-inversion embeddings")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--device`` of the image commands."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
+
+
+def resolve_device(choice: str) -> str:
+    """``auto`` -> cuda when torch sees one, else cpu."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_embeddings(folder: str | None):
+    """An EmbeddingLibrary over ``folder`` (None when no folder was given)."""
+    if not folder:
+        return None
+    from ..clip_impl.embeddings import EmbeddingLibrary
+
+    return EmbeddingLibrary([folder])
