@@ -17,6 +17,9 @@ class ClipModel:
     sources: tuple[str, ...] = ()
     precision: str = "auto"
     extra: dict = field(default_factory=dict)
+    # A full image-text CLIP's learned log temperature (``logit_scale`` in its file), None when the files
+    # hold none (a text encoder + clip_vision pair). See ``similarity.logit_factor``.
+    logit_scale: float | None = None
 
     def tower_layers(self) -> dict[str, int]:
         """Number of layers per tower key."""

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -124,6 +125,18 @@ def pixel_embeddings(vision, pixels: torch.Tensor) -> torch.Tensor:
     """Preprocessed pixels (B, 3, S, S) -> L2-normalised image embeddings (B, P) float32."""
     with torch.inference_mode():
         return F.normalize(vision(pixels).float(), dim=-1)
+
+
+DEFAULT_LOGIT_FACTOR = 100.0  # CLIP's trained temperature clamps at 100; used when a file has no logit_scale
+
+
+def logit_factor(model: ClipModel) -> tuple[float, str]:
+    """(factor on cosines that gives CLIP's logits, where it came from): ``exp(logit_scale)`` from a full
+    CLIP's file (PickScore's score, zero-shot logits), else 100 (a text encoder + clip_vision pair)."""
+    if model.logit_scale is None:
+        return DEFAULT_LOGIT_FACTOR, "100 (the files hold no logit_scale)"
+    factor = math.exp(model.logit_scale)
+    return factor, f"{factor:.4g} (the model's logit_scale)"
 
 
 def apply_scale(cosines: torch.Tensor, scale: str) -> torch.Tensor:

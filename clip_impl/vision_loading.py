@@ -96,6 +96,7 @@ class VisionMatch:
     tower: VisionTower | None  # None when the files hold no text encoder (nothing to pair with)
     text: tuple  # (WeightReader, TowerSource) of the paired text tower
     full_clip: bool
+    logit_scale: float | None = None  # the file's learned log temperature (full CLIPs only)
 
     def text_role(self, assignment: dict) -> str:
         """The tower key ("l", "g", "h") the paired text tower got in the loaded model."""
@@ -189,7 +190,24 @@ def find_vision(
     # An SD2 unCLIP checkpoint also holds both, at unrelated prefixes: it stays an SD2.x model.
     full_clip = text[0] is reader and src.prefix in (text[1].prefix, text[1].prefix + "visual.")
     cfg = src.config(reader.config_for(src.prefix), _text_activation(*text))
-    return VisionMatch(_shared_vision(reader, src, cfg, precision, device, storage_dtype), text, full_clip)
+    tower = _shared_vision(reader, src, cfg, precision, device, storage_dtype)
+    return VisionMatch(tower, text, full_clip, read_logit_scale(reader, src) if full_clip else None)
+
+
+def read_logit_scale(reader: WeightReader, src: VisionSource) -> float | None:
+    """A full CLIP's ``logit_scale`` (log of the factor on cosines, e.g. log(100) = 4.6052), or None.
+
+    HF ``CLIPModel`` keeps it beside ``vision_model.``, OpenCLIP beside ``visual.``; either way at the
+    vision source's prefix without ``visual.``.
+    """
+    prefix = src.prefix[: -len("visual.")] if src.prefix.endswith("visual.") else src.prefix
+    key = prefix + "logit_scale"
+    if reader.shapes.get(key) not in ((), (1,)):
+        return None
+    value = reader.read([key])[key].float().reshape(())
+    if not bool(torch.isfinite(value)):
+        raise ModelFileError(f"{reader.name}: logit_scale is {float(value)}; the file is corrupt")
+    return float(value)
 
 
 def _text_activation(reader: WeightReader, src) -> str:

@@ -220,3 +220,21 @@ def test_projected_embeddings_are_the_pooled_output_projected(vision_dir, v_mode
         ref = v_model.vision_model(pixel_values=pixels).pooler_output
     assert (pooled - ref).abs().max().item() <= TOL
     assert torch.allclose(F.linear(pooled, model.vision.visual_projection.weight), model.vision(pixels), atol=1e-6)
+
+
+@pytest.mark.parametrize("files,want", [
+    (["clip_hf.safetensors"], 4.6052),
+    (["clip_openclip.safetensors"], 4.6052),
+    (["clip_h_folder"], 4.6052),
+    (["clip_l.safetensors", "clip_vision_l.safetensors"], None),  # a pair has no logit_scale
+])
+def test_logit_scale_read_from_full_clips(vision_dir, files, want):
+    from clip_suite.clip_impl.similarity import DEFAULT_LOGIT_FACTOR, logit_factor
+
+    model = load_clip([vision_dir / f for f in files])
+    if want is None:
+        assert model.logit_scale is None and logit_factor(model)[0] == DEFAULT_LOGIT_FACTOR
+    else:
+        stored = torch.tensor(want).half().float()  # tiny_models saves fp16 tensors
+        assert model.logit_scale == pytest.approx(stored.item(), abs=1e-7)
+        assert logit_factor(model)[0] == pytest.approx(stored.exp().item(), rel=1e-6)
