@@ -81,7 +81,7 @@ def load_clip(
     model = ClipModel(family, towers, vision, tuple(paths), precision)
     if match is not None:
         model.extra["vision_text"] = match.text_role(assignment)
-        model.logit_scale = match.logit_scale
+        model.logit_scale_source = match.logit_scale
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
 

@@ -361,7 +361,9 @@ def apply_loras(model: ClipModel, loras: list[tuple[TextEncoderLora, float]], de
         towers[role] = _cached_tower(tower, chain, role, patches, base.precision, device) if patches else tower
     extra = {**base.extra, "lora": {"base": base, "chain": tuple(chain)}}
     sources = base.sources + tuple(str(lora.path) for lora, _ in chain)
-    patched = ClipModel(base.family, towers, base.vision, sources, base.precision, extra)
+    patched = ClipModel(
+        base.family, towers, base.vision, sources, base.precision, extra, logit_scale_source=base.logit_scale_source
+    )
     return LoraResult(patched, notes, warnings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .clip_skip import TOWER_LABELS, Family
 
@@ -17,9 +18,21 @@ class ClipModel:
     sources: tuple[str, ...] = ()
     precision: str = "auto"
     extra: dict = field(default_factory=dict)
-    # A full image-text CLIP's learned log temperature (``logit_scale`` in its file), None when the files
-    # hold none (a text encoder + clip_vision pair). See ``similarity.logit_factor``.
-    logit_scale: float | None = None
+    # A full image-text CLIP's ``logit_scale`` (its learned log temperature): a callable that reads it from
+    # the file on first use (None when the files hold none: a text encoder + clip_vision pair).
+    logit_scale_source: Callable[[], float] | None = field(default=None, repr=False)
+    _logit_scale: float | None = field(default=None, init=False, repr=False)
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The file's ``logit_scale`` (e.g. 4.6052 = log 100), read once; None when there is none."""
+        if self._logit_scale is None and self.logit_scale_source is not None:
+            self._logit_scale = self.logit_scale_source()
+        return self._logit_scale
+
+    @logit_scale.setter
+    def logit_scale(self, value: float | None) -> None:
+        self._logit_scale = value
 
     def tower_layers(self) -> dict[str, int]:
         """Number of layers per tower key."""

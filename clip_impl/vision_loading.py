@@ -96,7 +96,7 @@ class VisionMatch:
     tower: VisionTower | None  # None when the files hold no text encoder (nothing to pair with)
     text: tuple  # (WeightReader, TowerSource) of the paired text tower
     full_clip: bool
-    logit_scale: float | None = None  # the file's learned log temperature (full CLIPs only)
+    logit_scale: object = None  # full CLIPs: a callable reading the file's logit_scale when first needed
 
     def text_role(self, assignment: dict) -> str:
         """The tower key ("l", "g", "h") the paired text tower got in the loaded model."""
@@ -115,47 +115,57 @@ def _layer_count(keys, pattern: re.Pattern) -> int:
     return max(found) + 1 if found else 0
 
 
+@dataclass(frozen=True)
+class _VisionLayout:
+    """Where one key layout keeps what identifies a CLIP vision tower (names relative to its prefix)."""
+
+    name: str  # "hf" or "openclip"
+    mark: str  # the key whose presence finds a tower; what comes before it is the file's prefix
+    base: str  # added to that prefix: what the other names below are relative to
+    cls: str
+    conv: str
+    pos: str
+    fc1: str
+    layers: str  # regex of a layer's keys, group 1 = the layer index
+    proj: str
+    proj_axis: int  # the projection's output size is shape[proj_axis] (HF [P, C], OpenCLIP [C, P])
+
+
+_LAYOUTS = (
+    _VisionLayout(
+        "hf", _HF_MARK, "", "vision_model.embeddings.class_embedding",
+        "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.position_embedding.weight",
+        "vision_model.encoder.layers.0.mlp.fc1.weight", r"vision_model\.encoder\.layers\.(\d+)\.",
+        "visual_projection.weight", 0,
+    ),
+    _VisionLayout(
+        "openclip", _OPENCLIP_MARK, "visual.", "class_embedding", "conv1.weight", "positional_embedding",
+        "transformer.resblocks.0.mlp.c_fc.weight", r"transformer\.resblocks\.(\d+)\.", "proj", 1,
+    ),
+)
+
+
 def find_vision_sources(shapes: dict) -> list[VisionSource]:
     """Every vision tower in a key -> shape table."""
     out = []
     for key in sorted(shapes):
-        if key.endswith(_HF_MARK):
-            prefix = key[: -len(_HF_MARK)]
-            base = prefix + "vision_model."
-            names = {
-                "cls": base + "embeddings.class_embedding",
-                "conv": base + "embeddings.patch_embedding.weight",
-                "pos": base + "embeddings.position_embedding.weight",
-                "fc1": base + "encoder.layers.0.mlp.fc1.weight",
-            }
-            layers_re = re.compile(re.escape(base) + r"encoder\.layers\.(\d+)\.")
-            proj = shapes.get(prefix + "visual_projection.weight")
-            proj_dim = proj[0] if proj else None
-            layout = "hf"
-        elif key.endswith(_OPENCLIP_MARK):
-            prefix = key[: -len(_OPENCLIP_MARK)] + "visual."
-            names = {
-                "cls": prefix + "class_embedding",
-                "conv": prefix + "conv1.weight",
-                "pos": prefix + "positional_embedding",
-                "fc1": prefix + "transformer.resblocks.0.mlp.c_fc.weight",
-            }
-            layers_re = re.compile(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.")
-            proj = shapes.get(prefix + "proj")
-            proj_dim = proj[1] if proj else None
-            layout = "openclip"
-        else:
+        layout = next((lay for lay in _LAYOUTS if key.endswith(lay.mark)), None)
+        if layout is None:
             continue
+        prefix = key[: -len(layout.mark)] + layout.base  # hf: before "vision_model."; openclip: "...visual."
+        names = {part: prefix + getattr(layout, part) for part in ("cls", "conv", "pos", "fc1")}
         if not all(n in shapes for n in names.values()):
             continue  # a ViT without CLIP's class token / conv stem (e.g. timm or DINO): not ours
         conv, positions = shapes[names["conv"]], shapes[names["pos"]][0]
         grid = round((positions - 1) ** 0.5)
         if len(conv) != 4 or conv[1] != 3 or conv[2] != conv[3] or grid * grid != positions - 1:
             continue
+        proj = shapes.get(prefix + layout.proj)
+        layers = _layer_count(shapes, re.compile(re.escape(prefix) + layout.layers))
         out.append(
             VisionSource(
-                layout, prefix, shapes[names["cls"]][0], _layer_count(shapes, layers_re),
-                shapes[names["fc1"]][0], conv[2], grid * conv[2], proj_dim,
+                layout.name, prefix, shapes[names["cls"]][0], layers, shapes[names["fc1"]][0], conv[2],
+                grid * conv[2], proj[layout.proj_axis] if proj else None,
             )
         )
     return out
@@ -191,11 +201,12 @@ def find_vision(
     full_clip = text[0] is reader and src.prefix in (text[1].prefix, text[1].prefix + "visual.")
     cfg = src.config(reader.config_for(src.prefix), _text_activation(*text))
     tower = _shared_vision(reader, src, cfg, precision, device, storage_dtype)
-    return VisionMatch(tower, text, full_clip, read_logit_scale(reader, src) if full_clip else None)
+    return VisionMatch(tower, text, full_clip, logit_scale_reader(reader, src) if full_clip else None)
 
 
-def read_logit_scale(reader: WeightReader, src: VisionSource) -> float | None:
-    """A full CLIP's ``logit_scale`` (log of the factor on cosines, e.g. log(100) = 4.6052), or None.
+def logit_scale_reader(reader: WeightReader, src: VisionSource):
+    """A callable giving a full CLIP's ``logit_scale`` (log of the factor on cosines, e.g. log(100) =
+    4.6052) when first asked for, or None when the file has none. Loading reads only the towers.
 
     HF ``CLIPModel`` keeps it beside ``vision_model.``, OpenCLIP beside ``visual.``; either way at the
     vision source's prefix without ``visual.``.
@@ -204,10 +215,15 @@ def read_logit_scale(reader: WeightReader, src: VisionSource) -> float | None:
     key = prefix + "logit_scale"
     if reader.shapes.get(key) not in ((), (1,)):
         return None
-    value = reader.read([key])[key].float().reshape(())
-    if not bool(torch.isfinite(value)):
-        raise ModelFileError(f"{reader.name}: logit_scale is {float(value)}; the file is corrupt")
-    return float(value)
+    tensor, name = reader.deferred(key), reader.name
+
+    def read() -> float:
+        value = tensor().float().reshape(())
+        if not bool(torch.isfinite(value)):
+            raise ModelFileError(f"{name}: logit_scale is {float(value)}; the file is corrupt")
+        return float(value)
+
+    return read
 
 
 def _text_activation(reader: WeightReader, src) -> str:

@@ -101,6 +101,16 @@ class WeightReader:
                 out.update({k: tensors[k[len(prefix) :]] for k in wanted})
         return out
 
+    def deferred(self, key: str):
+        """A callable that returns the tensor ``key`` when called: a safetensors file is opened again then
+        (a load reads only what it needs now), a pickled file's tensor is taken now (the file is in memory;
+        keeping the reader for later would keep all of it)."""
+        prefix, file = self._where[key]
+        if file.suffix.lower() == ".safetensors":
+            return lambda: _read_safetensors(file, [key], prefix)[key]
+        tensor = self.read([key])[key]
+        return lambda: tensor
+
     def config_for(self, key_prefix: str) -> dict:
         """config.json of the folder part whose prefix starts ``key_prefix`` ({} if none)."""
         for prefix, cfg in self.configs.items():
