@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
-from clip_suite.nodes import host
+from shared_helpers import pinned_host
 
 PROMPT = "a photo of a red fox sitting in the snow, golden hour"
 # loader choices -> files in vision_dir
@@ -40,9 +40,8 @@ def scoring_root(tmp_path_factory, vision_dir):
 
 @pytest.fixture()
 def scoring_host(scoring_root):
-    previous = host.set_host(host.StandaloneHost(scoring_root))
-    yield host.get_host()
-    host.set_host(previous)
+    with pinned_host(scoring_root) as pinned:
+        yield pinned
 
 
 def load(model, model_2="none"):

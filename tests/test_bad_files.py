@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 import tiny_models as tm
 from clip_suite.cli import main
 from clip_suite.clip_impl.weight_files import ModelFileError
-from clip_suite.nodes import host
 from clip_suite.nodes.loader import ClipSuiteLoader
 from vision_fixtures import vh_model  # noqa: F401  (fixture)
+from shared_helpers import pinned_host
 
 
 class _Evil:
@@ -86,12 +86,9 @@ def test_cli_refuses_each_file(corpus, capsys, tmp_path):
 
 def test_loader_node_refuses_each_file(corpus):
     root, cases, marker = corpus
-    previous = host.set_host(host.StandaloneHost(root))
-    try:
+    with pinned_host(root):
         for case, pattern in cases.items():
             parts = case.split("+")
             with pytest.raises(ModelFileError, match=pattern):
                 ClipSuiteLoader().load(parts[0], parts[1] if len(parts) > 1 else "none", "auto", "auto", "cpu")
-    finally:
-        host.set_host(previous)
     assert not marker.exists()

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 import tiny_models as tm
-from clip_suite.clip_impl import weight_files
+from shared_helpers import spy_on_reads
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.weight_files import ModelFileError
 
@@ -30,14 +30,7 @@ def test_detects_family_from_keys(model_dir, files, arch, towers):
 
 
 def test_reads_only_text_encoder_keys(model_dir, monkeypatch):
-    read = []
-    original = weight_files._read_safetensors
-
-    def spy(file, keys, prefix):
-        read.extend(keys)
-        return original(file, keys, prefix)
-
-    monkeypatch.setattr(weight_files, "_read_safetensors", spy)
+    read = spy_on_reads(monkeypatch)
     load_clip(model_dir / "sdxl.safetensors", precision="fp16")
     assert read and all(k.startswith("conditioner.embedders.") for k in read)
 

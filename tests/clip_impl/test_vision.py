@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny_models as tm
-from clip_suite.clip_impl import weight_files
+from shared_helpers import spy_on_reads
 from clip_suite.clip_impl.formats import TowerSource
 from clip_suite.clip_impl.loading import _assign, load_clip
 from clip_suite.clip_impl.preprocess import preprocess_images
@@ -123,14 +123,7 @@ def test_full_openclip_h_keeps_its_tower_role():
 
 
 def test_reads_only_the_towers(vision_dir, monkeypatch):
-    read = []
-    original = weight_files._read_safetensors
-
-    def spy(file, keys, prefix):
-        read.extend(keys)
-        return original(file, keys, prefix)
-
-    monkeypatch.setattr(weight_files, "_read_safetensors", spy)
+    read = spy_on_reads(monkeypatch)
     load_clip(vision_dir / "clip_hf.safetensors", precision="fp16")
     assert read and "logit_scale" not in read and "vision_model.embeddings.position_ids" not in read
     assert any(k.startswith("vision_model.") for k in read) and "visual_projection.weight" in read

@@ -29,8 +29,8 @@ import torch
 
 from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
 from clip_suite.cli import main as cli_main
-from clip_suite.nodes.tokens_api import MAX_BODY_BYTES, MAX_TEXT_CHARS
 from comfy_harness import comfyui_server
+from shared_helpers import BAD_REQUESTS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -116,18 +116,7 @@ def test_route_counts_embeddings_from_comfyui_folders(server):
     assert with_emb["tokens"] == plain["tokens"] + 5, (plain, with_emb)
 
 
-@pytest.mark.parametrize(
-    "body,status",
-    [
-        (b"not json", 400),
-        (b"[1, 2]", 400),
-        (b'{"text": 5}', 400),
-        (b'{"text": "x", "chunking": "nope"}', 400),
-        (b'{"text": "x", "comma_backtrack": 75}', 400),
-        (json.dumps({"text": "a" * (MAX_TEXT_CHARS + 1)}).encode(), 413),
-        (b" " * (MAX_BODY_BYTES + 1), 413),
-    ],
-)
+@pytest.mark.parametrize("body,status", BAD_REQUESTS)
 def test_route_refuses_bad_bodies(server, body, status):
     url, _ = server
     got, answer = post(f"{url}/api/clip_suite/tokens", body)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from clip_suite.nodes import host
+from shared_helpers import pinned_host
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,5 @@ def models_root(tmp_path_factory, model_dir):
 @pytest.fixture()
 def standalone(models_root):
     """The standalone host over ``models_root``, pinned for the test (even if ComfyUI is importable)."""
-    previous = host.set_host(host.StandaloneHost(models_root))
-    yield host.get_host()
-    host.set_host(previous)
+    with pinned_host(models_root) as pinned:
+        yield pinned

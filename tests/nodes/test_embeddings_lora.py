@@ -14,6 +14,7 @@ from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.lora import apply_loras, read_lora
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
 from clip_suite.nodes import host
+from shared_helpers import pinned_host
 
 ENCODE = dict(clip_skip=0, chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk",
               empty_prompt="encode")
@@ -43,9 +44,8 @@ def root(tmp_path, model_dir):
     save_file(lora, str(loras / "te.safetensors"))
     save_file({"lora_unet_mid_block_proj_in.lora_up.weight": torch.zeros(4, 2),
                "lora_unet_mid_block_proj_in.lora_down.weight": torch.zeros(2, 4)}, str(loras / "unet_only.safetensors"))
-    previous = host.set_host(host.StandaloneHost(tmp_path))
-    yield tmp_path
-    host.set_host(previous)
+    with pinned_host(tmp_path):
+        yield tmp_path
 
 
 def load(model):
