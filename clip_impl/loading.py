@@ -212,7 +212,7 @@ def build_text_tower(
         cfg = cfg.with_shape(heads=int(hf_cfg["num_attention_heads"]))
     if hf_cfg.get("intermediate_size"):
         cfg = cfg.with_shape(mlp_width=int(hf_cfg["intermediate_size"]))
-    tensors = reader.read(tower_keys(src, reader.shapes))
+    tensors = reader.read(tower_keys(src, reader.shapes), copy=False)  # converted below
     sd = to_tower_state_dict(src, tensors)
     if not src.has_projection:
         sd.pop("text_projection.weight", None)
