@@ -22,7 +22,7 @@ Translations (one function each below; the nodes, the CLI, the web page and the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 APPLIES_TO = ("both", "clip_l", "clip_g")
 
@@ -179,7 +179,23 @@ def from_diffusers(family: Family, clip_skip: int | None) -> int:
     return int(clip_skip or 0)
 
 
-def families_table() -> dict:
-    """Every family's rule as plain data, for the web page: it computes the layer a clip_skip selects
-    from this, served by the pack, instead of keeping a copy of the rules."""
-    return {name: asdict(f) for name, f in FAMILIES.items()}
+def layer_table(family: Family, tower_layers: dict[str, int]) -> dict:
+    """Everything the web page shows about clip_skip for one loaded model, resolved here so the page keeps
+    no copy of the rules: per ``applies_to``, the allowed range and, for each allowed clip_skip, each
+    tower's layer (with its description) and the warnings. JSON-ready (clip_skip values as string keys)."""
+    out = {"family": family.name, "label": family.label, "hint": translation_hint(family),
+           "towers": {t: TOWER_LABELS.get(t, t) for t in family.towers},
+           "order": list(family.towers),  # channel order (JSON objects need not keep key order)
+           "applies_to": {}}
+    for applies_to in APPLIES_TO:
+        low, high = clip_skip_range(family, tower_layers, applies_to)
+        choices = {}
+        for k in range(low, high + 1):
+            layers = resolve_layers(family, tower_layers, k, applies_to)
+            choices[str(k)] = {
+                "layers": {t: {"layer": c.layer, "layer_norm": c.layer_norm, "num_layers": c.num_layers,
+                               "describe": c.describe(t)} for t, c in layers.items()},
+                "warnings": layer_warnings(layers),
+            }
+        out["applies_to"][applies_to] = {"range": [low, high], "choices": choices}
+    return out

@@ -7,6 +7,9 @@ Embedding references resolve in the host's embeddings folders (ComfyUI's ``model
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..clip_impl.clip_skip import FAMILIES, layer_table
 from ..clip_impl.encode import EncodeSettings, encode_prompt
 from . import common, host
 from .native_clip import native_layer_note
@@ -36,12 +39,15 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
 
 
 def web_info(out, settings: EncodeSettings) -> dict:
-    """The node's ``ui["clip_suite"]`` entry for the web extension: the model family and each tower's depth
-    and chosen layer, so the page can show what another clip_skip would select before the next run."""
+    """The node's ``ui["clip_suite"]`` entry for the web extension: the model family, each tower's depth and
+    chosen layer, and ``table``: the layers every other clip_skip would select on this model
+    (``clip_skip.layer_table``), so the page shows them before the next run without a copy of the rules."""
     layers = {t: {"layer": c.layer, "layer_norm": c.layer_norm, "num_layers": c.num_layers}
               for t, c in out.layers.items()}
+    tower_layers = {t: c.num_layers for t, c in out.layers.items()}
+    family = replace(FAMILIES[out.family], towers=tuple(tower_layers))  # a full CLIP's one tower may be "h"
     return {"family": out.family, "clip_skip": settings.clip_skip, "applies_to": settings.clip_skip_applies_to,
-            "layers": layers}
+            "layers": layers, "table": layer_table(family, tower_layers)}
 
 
 class ClipSuiteTextEncode:

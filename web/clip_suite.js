@@ -132,7 +132,7 @@ function render(node) {
       }
       updateSkipLabel(node, skip, appliesTo);
     } catch (e) {
-      // A family this page does not know (a newer pack than its web files): say so, keep the rest.
+      // An entry without a clip_skip table (output cached by an older pack): say so, keep the rest.
       rows.push(line(`clip_skip: ${e.message}`, "cs-dim"));
     }
   } else if (ENCODE_NODES.includes(node.comfyClass)) {

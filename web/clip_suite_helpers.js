@@ -1,5 +1,5 @@
 // Pure helpers for the CLIP Suite web extension (clip_suite.js): token-count formatting, a debounce,
-// the clip_skip -> layer rule per model family, score formatting and widget placement.
+// clip_skip lookups in the table the server sends, score formatting and widget placement.
 // This module imports nothing from ComfyUI, so `node --test tests/js/` runs it outside the browser.
 // ComfyUI loads every .js file under web/ as an extension module: this one only defines things.
 
@@ -41,8 +41,8 @@ export function tokenRequest(text, values = {}) {
   const body = { text: String(text ?? "") };
   if (values.chunking !== undefined) body.chunking = values.chunking;
   if (values.comma_backtrack !== undefined) body.comma_backtrack = Number(values.comma_backtrack);
-  if (values.weighting !== undefined) body.weighting = values.weighting;
-  // A node without a weighting input (Prompt Tokens) reads the syntax that goes with its chunking,
+  if (values.weighting !== undefined && values.weighting !== "auto") body.weighting = values.weighting;
+  // Prompt Tokens' weighting "auto" (or a node without one) reads the syntax that goes with its chunking,
   // as nodes/prompt_tokens.py does; the route's own default (comfy) matches the CLI's.
   else if (values.chunking !== undefined) body.weighting = values.chunking === "a1111" ? "a1111" : "comfy";
   return body;
@@ -80,121 +80,56 @@ export function debounce(fn, waitMs) {
 }
 
 // ---------------------------------------------------------------------------------------- clip_skip
-// Mirrors clip_impl/clip_skip.py (tests/js/clip_skip_table.json, generated from it, keeps them equal).
-// clip_skip counts layers skipped beyond the family's native layer: 0 is what the model was trained with.
-
-export const APPLIES_TO = ["both", "clip_l", "clip_g"];
-export const TOWER_LABELS = { l: "CLIP-L", g: "CLIP-G", h: "OpenCLIP-H" };
-
-/** name -> {label, towers (channel order), nativeFromEnd (0 final, 1 penultimate), layerNorm}. */
-export const FAMILIES = {
-  sd1: { label: "SD1.x", towers: ["l"], nativeFromEnd: 0, layerNorm: true },
-  sd2: { label: "SD2.x", towers: ["h"], nativeFromEnd: 1, layerNorm: true },
-  sdxl: { label: "SDXL", towers: ["l", "g"], nativeFromEnd: 1, layerNorm: false },
-  sdxl_refiner: { label: "SDXL refiner", towers: ["g"], nativeFromEnd: 1, layerNorm: false },
-  clip: { label: "CLIP", towers: ["l"], nativeFromEnd: 0, layerNorm: true },
-};
-
-function family(name) {
-  const f = FAMILIES[name];
-  if (!f) throw new Error(`unknown model family ${JSON.stringify(name)}`);
-  return f;
-}
-
-function skippedTowers(f, name, appliesTo) {
-  if (!APPLIES_TO.includes(appliesTo)) {
-    throw new Error(`clip_skip_applies_to=${JSON.stringify(appliesTo)}; use one of ${APPLIES_TO.join(", ")}`);
-  }
-  if (appliesTo === "both" || name !== "sdxl") return f.towers;
-  return appliesTo === "clip_l" ? ["l"] : ["g"];
-}
-
-/** [lowest, highest] clip_skip allowed: from -1 where the native layer is the penultimate, up to layer 1. */
-export function clipSkipRange(name, towerLayers, appliesTo = "both") {
-  const f = family(name);
-  const used = skippedTowers(f, name, appliesTo);
-  const low = f.nativeFromEnd >= 1 ? -1 : 0;
-  const high = Math.min(...used.map((t) => towerLayers[t] - f.nativeFromEnd - 1));
-  return [low, high];
-}
-
-/** How other tools' settings map to clip_skip for a family (as clip_skip.translation_hint). */
-export function translationHint(name) {
-  if (name === "sdxl" || name === "sdxl_refiner") {
-    return (
-      "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2 (-2 or no node = 0); " +
-      "diffusers clip_skip k = k; A1111's slider does nothing on SDXL (0)."
-    );
-  }
-  if (name === "sd2") return "0 = the native penultimate layer; ComfyUI CLIPSetLastLayer -N = clip_skip N-2.";
-  return "0 = the final layer; A1111 'Clip skip: N' = ComfyUI CLIPSetLastLayer -N = clip_skip N-1.";
-}
-
-/** "CLIP-L layer 11/12 (no LayerNorm)", as LayerChoice.describe. */
-export function describeLayer(tower, choice) {
-  const norm = choice.layerNorm ? "LayerNorm" : "no LayerNorm";
-  return `${TOWER_LABELS[tower] ?? tower} layer ${choice.layer}/${choice.numLayers} (${norm})`;
-}
-
-/** Warnings about a selection: an un-normalised final layer (SDXL clip_skip -1), as layer_warnings. */
-export function layerWarnings(layers) {
-  return Object.entries(layers)
-    .filter(([, c]) => c.layer === c.numLayers && !c.layerNorm)
-    .map(
-      ([t]) =>
-        `${TOWER_LABELS[t] ?? t} uses its raw final layer (no LayerNorm): some SDXL checkpoints ship a broken ` +
-        `final ${TOWER_LABELS[t] ?? t} layer that gives white or blank images; clip_skip 0 is the native ` +
-        "penultimate layer",
-    );
-}
+// The rules live in clip_impl/clip_skip.py only: after a run, an encode node's ui entry carries `table`
+// (clip_skip.layer_table for the model it ran on): per applies_to, the allowed range and, for each allowed
+// clip_skip, each tower's layer with its description and the warnings. These helpers only look things up.
 
 /**
- * The layer per tower for `clipSkip` (towers outside `appliesTo` keep their native layer), as
- * clip_skip.resolve_layers. Returns {layers: {tower: {layer, layerNorm, numLayers}}, warnings, range}
- * or, out of range, {error, range} (the node refuses such a value when it runs).
+ * What `clipSkip` selects on the model of an encode node's ui entry ({"table": ...}):
+ * {layers: {tower: {layer, layerNorm, numLayers, describe}}, warnings, range}, or, out of range,
+ * {error, range} (the node refuses such a value when it runs).
  */
-export function resolveClipSkip(name, towerLayers, clipSkip, appliesTo = "both") {
-  const f = family(name);
-  const range = clipSkipRange(name, towerLayers, appliesTo);
-  if (!(clipSkip >= range[0] && clipSkip <= range[1])) {
-    return { error: `clip_skip ${clipSkip} is out of range for ${f.label}: use ${range[0]}..${range[1]}`, range };
+export function resolveClipSkip(info, clipSkip, appliesTo = "both") {
+  const table = info?.table;
+  if (!table?.applies_to) throw new Error("no clip_skip table: run the node once (or update CLIP Suite)");
+  const rule = table.applies_to[appliesTo];
+  if (!rule) {
+    const choices = Object.keys(table.applies_to).join(", ");
+    throw new Error(`clip_skip_applies_to=${JSON.stringify(appliesTo)}; use one of ${choices}`);
   }
-  const skipped = skippedTowers(f, name, appliesTo);
-  const layers = {};
-  for (const t of f.towers) {
-    const n = towerLayers[t];
-    const k = skipped.includes(t) ? clipSkip : 0;
-    layers[t] = { layer: n - f.nativeFromEnd - k, layerNorm: f.layerNorm, numLayers: n };
-  }
-  return { layers, warnings: layerWarnings(layers), range };
-}
-
-/** Tower depths from an encode node's ui entry {"family", "layers": {t: {num_layers, ...}}}. */
-export function towerLayersFromInfo(info) {
-  return Object.fromEntries(Object.entries(info.layers).map(([t, c]) => [t, c.num_layers]));
+  const range = rule.range;
+  const entry = Number.isInteger(Number(clipSkip)) ? rule.choices[String(Number(clipSkip))] : undefined;
+  if (!entry) return { error: `clip_skip ${clipSkip} is out of range for ${table.label}: use ${range[0]}..${range[1]}`, range };
+  const order = table.order ?? Object.keys(entry.layers); // channel order: CLIP-L before CLIP-G
+  const layers = Object.fromEntries(
+    order.map((t) => {
+      const c = entry.layers[t];
+      return [t, { layer: c.layer, layerNorm: c.layer_norm, numLayers: c.num_layers, describe: c.describe }];
+    }),
+  );
+  return { layers, warnings: entry.warnings, range };
 }
 
 /**
- * The clip_skip lines for the node: what `clipSkip` selects on the family of the last run:
+ * The clip_skip lines for the node: what `clipSkip` selects on the model of the last run:
  * {lines: ["clip_skip 1 on SDXL:", "  CLIP-L layer 10/12 (no LayerNorm)", ..., one warning line], warn}.
  */
 export function clipSkipLines(info, clipSkip, appliesTo = "both") {
-  const f = family(info.family);
-  const res = resolveClipSkip(info.family, towerLayersFromInfo(info), clipSkip, appliesTo);
+  const res = resolveClipSkip(info, clipSkip, appliesTo);
   if (res.error) return { lines: [res.error], warn: true };
-  const lines = [`clip_skip ${clipSkip} on ${f.label}:`];
-  lines.push(...Object.entries(res.layers).map(([t, c]) => `  ${describeLayer(t, c)}`));
+  const lines = [`clip_skip ${clipSkip} on ${info.table.label}:`];
+  lines.push(...Object.values(res.layers).map((c) => `  ${c.describe}`));
   const raw = Object.entries(res.layers).filter(([, c]) => c.layer === c.numLayers && !c.layerNorm);
   if (raw.length) {
-    const towers = raw.map(([t]) => TOWER_LABELS[t] ?? t).join(", ");
+    const towers = raw.map(([t]) => info.table.towers[t] ?? t).join(", ");
     lines.push(`warning: raw final layer on ${towers}: some SDXL checkpoints give white or blank images`);
   }
   return { lines, warn: raw.length > 0 };
 }
 
-/** A short suffix for the clip_skip widget's label: "L 11/12, G 31/32", or "out of range". */
+/** A short suffix for the clip_skip widget's label: "L 11/12, G 31/32", or "use -1..10" out of range. */
 export function clipSkipBadge(info, clipSkip, appliesTo = "both") {
-  const res = resolveClipSkip(info.family, towerLayersFromInfo(info), clipSkip, appliesTo);
+  const res = resolveClipSkip(info, clipSkip, appliesTo);
   if (res.error) return `use ${res.range[0]}..${res.range[1]}`;
   const short = { l: "L", g: "G", h: "H" };
   return Object.entries(res.layers)

@@ -31,9 +31,15 @@ describe("token counts", () => {
 
   it("builds the route request from widget values", () => {
     assert.deepEqual(h.tokenRequest("a cat"), { text: "a cat" });
-    // No weighting input (Prompt Tokens): the syntax that goes with the chunking, as the node uses.
+    // No weighting input, or Prompt Tokens' "auto": the syntax that goes with the chunking, as the node uses.
     assert.deepEqual(h.tokenRequest("x", { chunking: "a1111", comma_backtrack: 20 }), {
       text: "x", chunking: "a1111", comma_backtrack: 20, weighting: "a1111",
+    });
+    assert.deepEqual(h.tokenRequest("x", { chunking: "a1111", weighting: "auto" }), {
+      text: "x", chunking: "a1111", weighting: "a1111",
+    });
+    assert.deepEqual(h.tokenRequest("x", { chunking: "a1111", weighting: "none" }), {
+      text: "x", chunking: "a1111", weighting: "none",
     });
     assert.deepEqual(h.tokenRequest("x", { chunking: "comfy" }), { text: "x", chunking: "comfy", weighting: "comfy" });
     assert.deepEqual(h.tokenRequest(null, { chunking: "a1111", comma_backtrack: "5", weighting: "a1111" }), {
@@ -84,30 +90,15 @@ describe("debounce", () => {
   });
 });
 
-describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
-  it("has the same families, tower labels and applies_to choices", () => {
-    for (const [name, f] of Object.entries(TABLE.families)) {
-      assert.deepEqual(
-        {
-          label: h.FAMILIES[name].label,
-          towers: h.FAMILIES[name].towers,
-          native_from_end: h.FAMILIES[name].nativeFromEnd,
-          layer_norm: h.FAMILIES[name].layerNorm,
-        },
-        f,
-        name,
-      );
-    }
-    assert.deepEqual(Object.keys(h.FAMILIES).sort(), Object.keys(TABLE.families).sort());
-    assert.deepEqual(h.TOWER_LABELS, TABLE.tower_labels);
-    assert.deepEqual(h.APPLIES_TO, TABLE.applies_to);
-    for (const [name, hint] of Object.entries(TABLE.hints)) assert.equal(h.translationHint(name), hint, name);
-  });
+describe("clip_skip: the page reads the table the server sends (clip_skip.layer_table)", () => {
+  const canon = (o) => JSON.stringify(Object.entries(o).sort());
+  const tableFor = (family, towerLayers) =>
+    TABLE.tables.find((t) => t.family === family && canon(t.tower_layers) === canon(towerLayers)).table;
 
   it(`resolves every case of the table (${TABLE.cases.length}) as Python does`, () => {
     const failures = [];
     for (const c of TABLE.cases) {
-      const r = h.resolveClipSkip(c.family, c.tower_layers, c.clip_skip, c.applies_to);
+      const r = h.resolveClipSkip({ table: tableFor(c.family, c.tower_layers) }, c.clip_skip, c.applies_to);
       const expected = c.error
         ? { range: c.range, error: true }
         : {
@@ -125,8 +116,10 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
         ? { range: r.range, error: true }
         : {
             range: r.range,
-            layers: r.layers,
-            describe: Object.fromEntries(Object.entries(r.layers).map(([t, v]) => [t, h.describeLayer(t, v)])),
+            layers: Object.fromEntries(
+              Object.entries(r.layers).map(([t, v]) => [t, { layer: v.layer, layerNorm: v.layerNorm, numLayers: v.numLayers }]),
+            ),
+            describe: Object.fromEntries(Object.entries(r.layers).map(([t, v]) => [t, v.describe])),
             warnings: r.warnings,
           };
       try {
@@ -138,9 +131,11 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
     assert.equal(failures.length, 0, `${failures.length} cases differ, e.g.\n${failures.slice(0, 5).join("\n")}`);
   });
 
-  it("refuses an unknown applies_to or family", () => {
-    assert.throws(() => h.resolveClipSkip("sdxl", { l: 12, g: 32 }, 0, "clip_h"), /clip_skip_applies_to/);
-    assert.throws(() => h.resolveClipSkip("sd3", { l: 12 }, 0), /unknown model family/);
+  it("refuses an unknown applies_to, a non-integer value, and an entry without a table", () => {
+    const info = { table: tableFor("sdxl", { l: 12, g: 32 }) };
+    assert.throws(() => h.resolveClipSkip(info, 0, "clip_h"), /clip_skip_applies_to/);
+    assert.equal(h.resolveClipSkip(info, 1.5).error, "clip_skip 1.5 is out of range for SDXL: use -1..10");
+    assert.throws(() => h.resolveClipSkip({ family: "sdxl" }, 0), /no clip_skip table/);
   });
 
   const sdxl = {
@@ -151,10 +146,10 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
       l: { layer: 11, layer_norm: false, num_layers: 12 },
       g: { layer: 31, layer_norm: false, num_layers: 32 },
     },
+    table: tableFor("sdxl", { l: 12, g: 32 }),
   };
 
   it("describes the selection for the node", () => {
-    assert.deepEqual(h.towerLayersFromInfo(sdxl), { l: 12, g: 32 });
     assert.deepEqual(h.clipSkipLines(sdxl, 1, "clip_l").lines, [
       "clip_skip 1 on SDXL:",
       "  CLIP-L layer 10/12 (no LayerNorm)",
@@ -181,9 +176,14 @@ describe("clip_skip mirrors clip_impl/clip_skip.py", () => {
     assert.equal(h.clipSkipBadge(sdxl, 2, "clip_g"), "L 11/12, G 29/32");
     assert.equal(h.clipSkipBadge(sdxl, -1), "L 12/12 raw, G 32/32 raw");
     assert.equal(h.clipSkipBadge(sdxl, 12), "use -1..10");
-    const sd1 = { family: "sd1", layers: { l: { layer: 12, layer_norm: true, num_layers: 12 } } };
+    const sd1 = { family: "sd1", table: tableFor("sd1", { l: 12 }) };
     assert.equal(h.clipSkipBadge(sd1, 1), "L 11/12");
     assert.equal(h.clipSkipBadge(sd1, -1), "use 0..11");
+  });
+
+  it("carries the translation hint and tower labels from Python", () => {
+    assert.match(tableFor("sdxl", { l: 12, g: 32 }).hint, /CLIPSetLastLayer -N = clip_skip N-2/);
+    assert.deepEqual(tableFor("sdxl", { l: 12, g: 32 }).towers, { l: "CLIP-L", g: "CLIP-G" });
   });
 });
 

@@ -1,9 +1,11 @@
 """What the web extension relies on from the Python side.
 
-- ``tests/js/clip_skip_table.json``: clip_skip -> layers for every family, tower depth, clip_skip value and
-  ``clip_skip_applies_to``, generated here from ``clip_impl.clip_skip``; the JS tests check
-  ``web/clip_suite_helpers.js`` against the same file. Regenerate after changing clip_skip.py with
-  ``python tests/nodes/test_web_extension.py --write`` (PYTHONPATH pointing at the package).
+- ``tests/js/clip_skip_table.json``: the tables the encode nodes send the page (``clip_skip.layer_table``, for
+  every family at real and tiny depths) and the expected clip_skip -> layers for every clip_skip value and
+  ``clip_skip_applies_to``, generated here from ``clip_impl.clip_skip``; the JS tests check that
+  ``web/clip_suite_helpers.js``, reading those tables, shows what Python resolves (the page keeps no copy of
+  the rules). Regenerate after changing clip_skip.py with ``python tests/nodes/test_web_extension.py --write``
+  (PYTHONPATH pointing at the package).
 - The encode nodes' ``ui["clip_suite"]`` entry, and ``host.register_routes`` (once, only inside ComfyUI).
 """
 
@@ -53,18 +55,11 @@ def clip_skip_table() -> dict:
                         case["describe"] = {t: c.describe(t) for t, c in choices.items()}
                         case["warnings"] = cs.layer_warnings(choices)
                     cases.append(case)
-    families = {
-        n: {"label": f.label, "towers": list(f.towers), "native_from_end": f.native_from_end,
-            "layer_norm": f.layer_norm}
-        for n, f in cs.FAMILIES.items()
-    }
-    return {
-        "families": families,
-        "tower_labels": cs.TOWER_LABELS,
-        "applies_to": list(cs.APPLIES_TO),
-        "hints": {n: cs.translation_hint(f) for n, f in cs.FAMILIES.items()},
-        "cases": cases,
-    }
+    tables = [
+        {"family": name, "tower_layers": tower_layers, "table": cs.layer_table(cs.FAMILIES[name], tower_layers)}
+        for name, depths in DEPTHS.items() for tower_layers in depths
+    ]
+    return {"applies_to": list(cs.APPLIES_TO), "tables": tables, "cases": cases}
 
 
 def dump(table: dict) -> str:
@@ -97,9 +92,32 @@ def test_table_covers_each_rule():
     assert sdxl[(2, "clip_g")] == {"l": [11, False, 12], "g": [29, False, 32]}
 
 
+def test_layer_table_is_what_python_resolves():
+    """Every entry the page reads equals resolve_layers / layer_warnings / translation_hint for that case."""
+    table = clip_skip_table()
+    for case in table["cases"]:
+        entry = next(t["table"] for t in table["tables"]
+                     if t["family"] == case["family"] and t["tower_layers"] == case["tower_layers"])
+        rule = entry["applies_to"][case["applies_to"]]
+        assert rule["range"] == case["range"], case
+        choice = rule["choices"].get(str(case["clip_skip"]))
+        if case.get("error"):
+            assert choice is None, case
+            continue
+        assert {t: [c["layer"], c["layer_norm"], c["num_layers"]] for t, c in choice["layers"].items()} == case["layers"]
+        assert {t: c["describe"] for t, c in choice["layers"].items()} == case["describe"]
+        assert choice["warnings"] == case["warnings"], case
+    for t in table["tables"]:
+        family = cs.FAMILIES[t["family"]]
+        assert t["table"]["hint"] == cs.translation_hint(family) and t["table"]["label"] == family.label
+        assert t["table"]["towers"] == {k: cs.TOWER_LABELS[k] for k in family.towers}
+        assert t["table"]["order"] == list(family.towers)
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
-def test_js_mirror_agrees(tmp_path):
-    """The JS module against a table generated now (not only the committed one)."""
+def test_js_reads_the_server_table(tmp_path):
+    """The JS module, given the tables the nodes send, shows what Python resolves for every case (a table
+    generated now, not only the committed one)."""
     fresh = tmp_path / "table.json"
     fresh.write_text(dump(clip_skip_table()))
     script = (
@@ -109,7 +127,9 @@ def test_js_mirror_agrees(tmp_path):
         "const canon = (o) => JSON.stringify(o, Object.keys(o ?? {}).sort());\n"
         "let bad = 0;\n"
         "for (const c of t.cases) {\n"
-        "  const r = h.resolveClipSkip(c.family, c.tower_layers, c.clip_skip, c.applies_to);\n"
+        "  const info = {table: t.tables.find((x) => x.family === c.family &&\n"
+        "    canon(x.tower_layers) === canon(c.tower_layers)).table};\n"
+        "  const r = h.resolveClipSkip(info, c.clip_skip, c.applies_to);\n"
         "  const got = r.error ? null : Object.fromEntries(\n"
         "    Object.entries(r.layers).map(([k, v]) => [k, [v.layer, v.layerNorm, v.numLayers]]));\n"
         "  if (canon(got) !== canon(c.layers ?? null) || canon(r.range) !== canon(c.range)) bad++;\n"
@@ -131,7 +151,9 @@ def test_encode_nodes_report_family_and_layers(standalone):
     out = NODES["ClipSuiteTextEncodeSDXL"]().encode(
         clip, "a cat", "", 1, "clip_l", "comfy", 20, "comfy", "first_chunk", "encode", 1024, 1024, 0, 0, 1024, 1024
     )
-    info = out["ui"]["clip_suite"][0]
+    info = dict(out["ui"]["clip_suite"][0])
+    table = info.pop("table")
+    assert table == cs.layer_table(cs.FAMILIES["sdxl"], {"l": 4, "g": 5})  # what the page reads for other values
     assert info == {"family": "sdxl", "clip_skip": 1, "applies_to": "clip_l",
                     "layers": {"l": {"layer": 2, "layer_norm": False, "num_layers": 4},
                                "g": {"layer": 4, "layer_norm": False, "num_layers": 5}}}
@@ -140,8 +162,10 @@ def test_encode_nodes_report_family_and_layers(standalone):
 
     clip = NODES["ClipSuiteLoader"]().load("checkpoints/sd15.safetensors", "none", "auto", "auto", "cpu")["result"][0]
     out = NODES["ClipSuiteTextEncode"]().encode(clip, "a cat", 2, "comfy", 20, "comfy", "first_chunk", "encode")
-    assert out["ui"]["clip_suite"] == [{"family": "sd1", "clip_skip": 2, "applies_to": "both",
-                                        "layers": {"l": {"layer": 2, "layer_norm": True, "num_layers": 4}}}]
+    entry = dict(out["ui"]["clip_suite"][0])
+    assert entry.pop("table") == cs.layer_table(cs.FAMILIES["sd1"], {"l": 4})
+    assert [entry] == [{"family": "sd1", "clip_skip": 2, "applies_to": "both",
+                        "layers": {"l": {"layer": 2, "layer_norm": True, "num_layers": 4}}}]
 
 
 # ---------------------------------------------------------------------------------- route registration
