@@ -140,6 +140,27 @@ def run(args) -> int:
 
         head = load_head(args.aesthetic)
     workers = default_workers(len(paths)) if args.workers is None else args.workers
+    threads = torch.get_num_threads()
+    try:
+        # The loader's workers take cores of their own: the model gets the rest (an OpenMP team that shares
+        # a core with a worker waits for it at every barrier, which costs more than the thread gives).
+        if workers > 0:
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+        rows, name, with_head = _score_files(args, paths, fixed, has_prompt, head, workers)
+    finally:
+        torch.set_num_threads(threads)
+    _rank(rows, args)
+    _write(rows, args, name, with_head)
+    copied = None
+    if args.copy_to:
+        passing = [r.path for r in rows if _passes(r, args)]
+        copied = (len(passing), copy_files(passing, args.images, args.copy_to))
+    _summary(rows, args, copied)
+    return 0
+
+
+def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, str, bool]:
+    """(rows, model name, whether there is an aesthetic column): the model loads while workers start."""
     with ImageLoader(workers) as loader:  # workers start while the model loads
         model = _load_model(args)
         if has_prompt:
@@ -149,15 +170,7 @@ def run(args) -> int:
 
             check_fits(head, model.vision, os.path.basename(os.path.normpath(args.model)))
         name = "+".join(os.path.basename(os.path.normpath(f)) for f in [args.model, args.model_2] if f)
-        rows = _score_all(model, loader, paths, fixed, args, head)
-    _rank(rows, args)
-    _write(rows, args, name, head is not None)
-    copied = None
-    if args.copy_to:
-        passing = [r.path for r in rows if _passes(r, args)]
-        copied = (len(passing), copy_files(passing, args.images, args.copy_to))
-    _summary(rows, args, copied)
-    return 0
+        return _score_all(model, loader, paths, fixed, args, head), name, head is not None
 
 
 def cpu_has_bf16() -> bool:
