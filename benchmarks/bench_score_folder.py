@@ -56,7 +56,9 @@ def write_images(folder: Path, n: int, size: int = 1024) -> None:
         colour = rng.uniform(0.2, 1.0, 3).astype(np.float32)
         base = (ramp[None, :, None] * colour if i % 2 else ramp[:, None, None] * colour)
         noise = rng.normal(0, 24 + i % 5 * 8, (size, size, 3)).astype(np.float32)
-        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path)
+        partial = path.with_suffix(".part")  # renamed when complete: an interrupted run leaves no broken PNG
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(partial, format="PNG")
+        os.replace(partial, path)
 
 
 def write_model(folder: Path) -> None:
