@@ -10,6 +10,7 @@ image_to_tensor(open_image(path)), size)``: the library's own preprocessing, onl
         for item in loader.load(paths, size=224):    # LoadedImage, in the order of paths
             item.index, item.path, item.pixels (3, S, S) float32 or None, item.error, item.extra
 
+``fit="pad"`` gives HPS v2's letterboxed pixels instead of CLIP's centre crop (``clip_impl.letterbox``).
 ``workers=0`` loads in the calling process (no pool). ``read_extra`` (a module-level function, so worker
 processes can import it) runs on each opened pillow image before it is converted, e.g. to read the prompt
 from its metadata; its return value comes back as ``item.extra`` and must not raise for ordinary bad input.
@@ -28,6 +29,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..clip_impl.letterbox import letterbox_images
 from ..clip_impl.preprocess import image_to_tensor, open_image, preprocess_images
 
 
@@ -63,16 +65,18 @@ def _warm_up() -> bool:
     return True
 
 
-def load_one(index: int, path: str, size: int, read_extra: Callable | None = None) -> tuple:
+def load_one(index: int, path: str, size: int, read_extra: Callable | None = None, fit: str = "crop") -> tuple:
     """(index, pixels as a numpy array (3, S, S) or None, error, extra) for one file; never raises for a bad
-    image (pillow raises many exception types on malformed files: each becomes that image's error)."""
+    image (pillow raises many exception types on malformed files: each becomes that image's error).
+    ``fit``: "crop" (CLIP's centre crop, ``preprocess_images``) or "pad" (HPS v2's, ``letterbox_images``)."""
     extra = None
     try:
         img = open_image(path)
         try:
             if read_extra is not None:
                 extra = read_extra(img)
-            pixels = preprocess_images(image_to_tensor(img), size)[0]
+            tensor = image_to_tensor(img)
+            pixels = (letterbox_images if fit == "pad" else preprocess_images)(tensor, size)[0]
         finally:
             img.close()
     except Exception as e:  # noqa: BLE001
@@ -101,17 +105,19 @@ class ImageLoader:
         for _ in range(self.workers):
             self._pool.submit(_warm_up)
 
-    def load(self, paths: list[str], size: int, read_extra: Callable | None = None) -> Iterator[LoadedImage]:
+    def load(
+        self, paths: list[str], size: int, read_extra: Callable | None = None, fit: str = "crop"
+    ) -> Iterator[LoadedImage]:
         """Each of ``paths`` as a :class:`LoadedImage`, in order; at most ``prefetch`` images are in flight."""
         if self._pool is None:
             for i, path in enumerate(paths):
-                yield _loaded(path, load_one(i, path, size, read_extra))
+                yield _loaded(path, load_one(i, path, size, read_extra, fit))
             return
         pending: deque = deque()  # (index, path, future), in order
         following = iter(enumerate(paths))
 
         def submit(index: int, path: str) -> None:
-            pending.append((index, path, self._pool.submit(load_one, index, path, size, read_extra)))
+            pending.append((index, path, self._pool.submit(load_one, index, path, size, read_extra, fit)))
 
         for index, path in following:
             submit(index, path)

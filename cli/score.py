@@ -1,7 +1,8 @@
 """``python -m clip_suite score``: CLIP scores (and aesthetic scores) for many images, one CSV row per image.
 
     python -m clip_suite score --model FILE [--model-2 FILE] [--prompt TEXT | --prompts-from-metadata]
-        [--aesthetic HEAD] [--scale clipscore_100|clipscore_2_5|cosine|logit] [--rank-by score|aesthetic]
+        [--aesthetic HEAD] [--scale clipscore_100|clipscore_2_5|cosine|logit] [--fit crop|pad]
+        [--rank-by score|aesthetic]
         [--batch-size N] [--workers N] [--precision auto|fp32|fp16|bf16]
         [--copy-to DIR [--min-score X] [--top-per-prompt K]] --out scores.csv IMAGE_OR_DIR...
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..clip_impl.letterbox import FITS
 from ..clip_impl.prompt import WEIGHTINGS, weighting_syntax
 from ..clip_impl.similarity import (
     SCALES, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
@@ -57,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=SCALES, default="clipscore_100",
                    help="clipscore_100 = max(100 cos, 0) (default), clipscore_2_5 = 2.5 max(cos, 0), cosine "
                         "(HPS v2's score), logit = exp(logit_scale) cos (PickScore's score; adds a probability column)")
+    p.add_argument("--fit", choices=FITS, default="crop",
+                   help="crop: CLIP's centre crop (default; CLIPScore, PickScore, aesthetic heads); pad: the long side "
+                        "to the model's size and black bars, HPS v2's own preprocessing (use it with HPS checkpoints)")
     p.add_argument("--rank-by", choices=("score", "aesthetic"),
                    help="what rank, --min-score and --top-per-prompt use (default: score with a prompt, else aesthetic)")
     p.add_argument("--batch-size", type=positive, default=8, metavar="N", help="images per forward pass (default 8)")
@@ -209,7 +214,7 @@ def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> list[_Ro
     batch: list = []
     progress = Progress(len(paths))
     try:
-        for item in loader.load(paths, vision.config.image_size, read_extra):
+        for item in loader.load(paths, vision.config.image_size, read_extra, args.fit):
             batch.append(item)
             if len(batch) == args.batch_size:
                 rows += _score_batch(model, batch, fixed, args, head, factor)

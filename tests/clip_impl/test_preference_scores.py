@@ -204,3 +204,49 @@ def test_head_file_types(tmp_path):
         load_head(tmp_path / "head.onnx")
     with pytest.raises(ModelFileError, match="not found"):
         load_head(tmp_path / "missing.pth")
+
+
+# ------------------------------------------------------------------------------------------ HPS v2 letterbox
+def test_letterbox_is_hps_v2_preprocessing():
+    """HPSv2's preprocess_val: ToTensor, long side to 224 (torchvision resize on a tensor = bicubic antialiased
+    interpolate, round(side * scale)), zero padding pad//2 left/top, then CLIP's normalisation."""
+    from clip_suite.clip_impl.letterbox import letterbox_images
+    from clip_suite.clip_impl.preprocess import CLIP_MEAN, CLIP_STD
+
+    image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(1))  # H 40, W 64
+    got = letterbox_images(image, 32)
+    assert got.shape == (1, 3, 32, 32)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    inner = F.interpolate(image.permute(0, 3, 1, 2), size=(20, 32), mode="bicubic", antialias=True)[0]
+    assert torch.allclose(got[0, :, 6:26], (inner - mean) / std, atol=1e-6)  # 12 rows of padding: 6 above
+    black = (-mean / std).expand(3, 6, 32)
+    assert torch.allclose(got[0, :, :6], black) and torch.allclose(got[0, :, 26:], black)
+    square = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(2))
+    # A square image is only resized (no bars); CLIP's centre-crop path resizes the same way but then clips
+    # to 0..1 and rounds to 8 bits, which HPS v2 does not.
+    resized = F.interpolate(square.permute(0, 3, 1, 2), size=(32, 32), mode="bicubic", antialias=True)
+    assert torch.allclose(letterbox_images(square, 32), (resized - mean) / std, atol=1e-6)
+
+
+def test_cli_fit_pad_scores_hps_with_its_preprocessing(pick_files, tmp_path, capsys):
+    import csv
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from clip_suite.cli import main
+    from clip_suite.clip_impl.letterbox import letterbox_images
+    from clip_suite.clip_impl.preprocess import load_image_file
+
+    d, ref = pick_files
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(path)
+    assert main(["score", "--model", str(d / "HPS_v2.1_compressed.pt"), "--prompt", PROMPT, "--scale", "cosine",
+                 "--fit", "pad", "--precision", "fp32", "--out", "-", str(path)]) == 0
+    got = float(next(csv.DictReader(io.StringIO(capsys.readouterr().out)))["score"])
+    ids = get_tokenizer().encode(PROMPT)
+    with torch.no_grad():
+        out = ref(input_ids=torch.tensor([[BOS_ID, *ids, EOS_ID]]), pixel_values=letterbox_images(load_image_file(path), 32))
+    want = float(out.logits_per_image[0, 0]) / math.exp(LOGIT_SCALE)
+    assert got == pytest.approx(want, abs=1e-5)
