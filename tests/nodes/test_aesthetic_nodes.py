@@ -123,3 +123,14 @@ def test_logit_scale_on_the_nodes(aesthetic_host):
     kept = select(clip, images, top_k=2, min_score=0.0, scale="logit", text=PROMPT)["result"][1]
     assert kept == sorted(scores, reverse=True)[:2] or all(s < 0 for s in sorted(scores, reverse=True)[:2])
     assert best == max(range(4), key=scores.__getitem__)
+
+
+def test_web_extension_shows_scores_on_every_scoring_node():
+    """The panel under a node shows ui["scores"]; web/clip_suite_helpers.js lists the nodes that send them."""
+    import re
+    from pathlib import Path
+
+    js = (Path(__file__).resolve().parents[2] / "web" / "clip_suite_helpers.js").read_text()
+    listed = set(re.findall(r'"(\w+)"', re.search(r"SCORE_NODES = \[(.*?)\]", js).group(1)))
+    scoring = {name for name, cls in NODES.items() if "scores" in getattr(cls, "RETURN_NAMES", ())}
+    assert listed == scoring == {"ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest", "ClipSuiteAestheticScore"}
