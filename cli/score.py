@@ -151,7 +151,7 @@ def run(args) -> int:
         # a core with a worker waits for it at every barrier, which costs more than the thread gives).
         if workers > 0:
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
-        rows, name, with_head = _score_files(args, paths, fixed, has_prompt, head, workers)
+        rows, name, with_head, interrupted = _score_files(args, paths, fixed, has_prompt, head, workers)
     finally:
         torch.set_num_threads(threads)
     _rank(rows, args)
@@ -161,11 +161,15 @@ def run(args) -> int:
         passing = [r.path for r in rows if _passes(r, args)]
         copied = (len(passing), copy_files(passing, args.images, args.copy_to))
     _summary(rows, args, copied)
+    if interrupted:
+        print(f"interrupted: {len(rows)} of {len(paths)} images scored and written", file=sys.stderr)
+        return 130
     return 0
 
 
-def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, str, bool]:
-    """(rows, model name, whether there is an aesthetic column): the model loads while workers start."""
+def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, str, bool, bool]:
+    """(rows, model name, whether there is an aesthetic column, interrupted): the model loads while the
+    workers start."""
     with ImageLoader(workers) as loader:  # workers start while the model loads
         model = _load_model(args)
         if has_prompt:
@@ -175,7 +179,8 @@ def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, s
 
             check_fits(head, model.vision, os.path.basename(os.path.normpath(args.model)))
         name = "+".join(os.path.basename(os.path.normpath(f)) for f in [args.model, args.model_2] if f)
-        return _score_all(model, loader, paths, fixed, args, head), name, head is not None
+        rows, interrupted = _score_all(model, loader, paths, fixed, args, head)
+        return rows, name, head is not None, interrupted
 
 
 def cpu_has_bf16() -> bool:
@@ -206,7 +211,9 @@ def _load_model(args):
     return model
 
 
-def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> list[_Row]:
+def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> tuple[list[_Row], bool]:
+    """Rows for the images in order, and whether Ctrl-C stopped the run (the rows so far are kept: ranks
+    need every row of a prompt, so the CSV is written at the end)."""
     vision = model.vision
     read_extra = metadata_prompt if args.prompts_from_metadata else None
     factor, _ = logit_factor(model)
@@ -223,9 +230,11 @@ def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> list[_Ro
         if batch:
             rows += _score_batch(model, batch, fixed, args, head, factor)
             progress.advance(len(batch))
+    except KeyboardInterrupt:
+        return rows, True
     finally:
         progress.close()
-    return rows
+    return rows, False
 
 
 def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: float) -> list[_Row]:
