@@ -19,6 +19,7 @@ Workers are started with ``spawn`` (never ``fork``: the parent may already run t
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
@@ -44,6 +45,8 @@ class LoadedImage:
     extra: object = None  # what ``read_extra`` returned (None when not given or the image failed to open)
 
 
+log = logging.getLogger(__name__)
+MAX_RESTARTS = 3  # pools that die more often than this are given up (see ImageLoader.load)
 MIN_IMAGES_FOR_WORKERS = 16  # fewer images load faster in-process than a worker takes to start
 
 
@@ -115,6 +118,7 @@ class ImageLoader:
             return
         pending: deque = deque()  # (index, path, future), in order
         following = iter(enumerate(paths))
+        restarts = 0
 
         def submit(index: int, path: str) -> None:
             pending.append((index, path, self._pool.submit(load_one, index, path, size, read_extra, fit)))
@@ -132,14 +136,26 @@ class ImageLoader:
                 result = future.result()
             except BrokenProcessPool:
                 # A worker died (killed for memory by a huge image, say): this image gets the error, the
-                # pool starts again and the images still pending are loaded anew.
+                # pool starts again and the images still pending are loaded anew. A pool that keeps dying
+                # (workers that cannot even start) is given up for loading in this process.
                 result = (index, None, "the process loading this image died (out of memory?)", None)
                 self._pool.shutdown(wait=False, cancel_futures=True)
-                self._start()
-                again = [(i, p) for i, p, _ in pending]
+                restarts += 1
+                again = [(i, p) for i, p, _ in pending] + list(following)
                 pending.clear()
-                for i, p in again:
+                if restarts > MAX_RESTARTS:
+                    log.warning("image loader workers keep dying; loading the remaining images in this process")
+                    self._pool = None
+                    yield _loaded(path, result)
+                    for i, p in again:
+                        yield _loaded(p, load_one(i, p, size, read_extra, fit))
+                    return
+                self._start()
+                following = iter(again)
+                for i, p in following:
                     submit(i, p)
+                    if len(pending) >= self.prefetch:
+                        break
             yield _loaded(path, result)
 
     def close(self, wait: bool = True) -> None:

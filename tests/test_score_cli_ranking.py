@@ -208,3 +208,23 @@ def test_image_loader_pool_gives_the_in_process_pixels_in_order(folder):
         assert (a.pixels is None and b.pixels is None) or torch.equal(a.pixels, b.pixels)
     assert pooled[1].error and "not found" in pooled[2].error and pooled[0].pixels.shape == (3, 32, 32)
     assert torch.equal(pooled[0].pixels, preprocess_images(load_image_file(paths[0]), 32)[0])
+
+
+def die_on_doomed(img):
+    """read_extra for the loader test: kills the worker process on a file named doomed*, as an OOM kill would."""
+    if os.path.basename(img.filename).startswith("doomed"):
+        os._exit(1)
+    return os.path.basename(img.filename)
+
+
+def test_image_loader_survives_a_worker_that_dies(folder, tmp_path):
+    doomed = tmp_path / "doomed.png"
+    doomed.write_bytes((folder / "img_05.png").read_bytes())
+    paths = [str(folder / "img_01.png"), str(doomed), str(folder / "img_02.png"), str(folder / "img_04.png")]
+    with ImageLoader(workers=1, prefetch=2) as loader:
+        got = list(loader.load(paths, 32, read_extra=die_on_doomed))
+    assert [i.index for i in got] == [0, 1, 2, 3]
+    assert "died" in got[1].error and got[1].pixels is None
+    for i in (0, 2, 3):
+        assert got[i].error == "" and got[i].extra == os.path.basename(paths[i])
+        assert torch.equal(got[i].pixels, preprocess_images(load_image_file(paths[i]), 32)[0])
