@@ -16,7 +16,6 @@ _HEADS: dict[str, tuple[tuple, AestheticHead]] = {}  # path -> ((mtime, size), h
 _HEADS_LOCK = threading.Lock()
 _MAX_HEADS = 8
 
-
 HEAD_TOOLTIP = (
     "A LAION aesthetic predictor head from the models/aesthetic folder (.pth, .pt or .safetensors): v1 "
     "sa_0_4_vit_{b_32,l_14}_linear.pth (one linear layer) or v2 sac+logos+ava1-l14-linearMSE.pth (MLP). "
