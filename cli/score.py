@@ -1,167 +1,362 @@
-"""``python -m clip_suite score``: CLIPScore for many images, one CSV row per image (DESIGN 3 and 7).
+"""``python -m clip_suite score``: CLIP scores (and aesthetic scores) for many images, one CSV row per image.
 
-    python -m clip_suite score --model FILE [--model-2 FILE] (--prompt TEXT | --prompts-from-metadata)
-        [--scale clipscore_100|clipscore_2_5|cosine] [--batch-size N] --out scores.csv IMAGE_OR_DIR...
+    python -m clip_suite score --model FILE [--model-2 FILE] [--prompt TEXT | --prompts-from-metadata]
+        [--aesthetic HEAD] [--scale clipscore_100|clipscore_2_5|cosine|logit] [--fit crop|pad]
+        [--rank-by score|aesthetic]
+        [--batch-size N] [--workers N] [--precision auto|fp32|fp16|bf16]
+        [--copy-to DIR [--min-score X] [--top-per-prompt K]] --out scores.csv IMAGE_OR_DIR...
 
 Folders are searched recursively for .png/.jpg/.jpeg/.webp (other files are skipped); files named on the
 command line are read whatever their suffix. CSV columns: path (as given or found), prompt, score (6
-decimals; empty on failure), model, error (empty on success). An image that cannot be read, or has no
-prompt in its metadata, gets a row with the reason and the run goes on (exit code 0); bad arguments or a
-model that cannot score end the run with exit code 2. A progress bar goes to stderr when it is a terminal;
-a summary line (count, mean, min, max) ends the run.
+decimals; empty on failure), model, error (empty on success), rank (1 = best among the images that share
+its prompt: these scores compare only within one prompt), truncated (yes when the prompt was cut to 75
+tokens, keeping the end-of-text token); then probability (``--scale logit``: softmax of the logits over
+the images sharing the prompt, PickScore's probability of being picked) and aesthetic (``--aesthetic``).
+An image that cannot be read, or has no prompt in its metadata, gets a row with the reason and the run goes
+on (exit code 0); bad arguments or a model that cannot score end the run with exit code 2. Images are
+decoded and resized in worker processes while the model runs (``cli/image_loader.py``). A progress bar
+goes to stderr when it is a terminal; a summary line (count, mean, min, max) ends the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from ..clip_impl.preprocess import image_to_tensor, open_image, preprocess_images
+from ..clip_impl.letterbox import FITS
 from ..clip_impl.prompt import WEIGHTINGS, weighting_syntax
 from ..clip_impl.similarity import (
-    SCALES, apply_scale, pixel_embeddings, prepare_prompt, scoring_towers, text_embedding,
+    SCALES, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
+    text_embedding,
 )
+from .copy_images import check_target, copy_files
+from .image_loader import ImageLoader, default_workers
 from .images import Progress, collect_images
 from .options import add_device_options, positive, resolve_device
 
-CSV_COLUMNS = ("path", "prompt", "score", "model", "error")
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("path", "prompt", "score", "model", "error", "rank", "truncated")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """score images against prompts (CLIPScore), one CSV row per image"""
+    """score images against prompts (CLIPScore, PickScore, HPS v2) and with LAION aesthetic heads, one CSV row per image"""
     p.add_argument("--model", required=True, help="a full CLIP, or a text encoder (then give --model-2)")
     p.add_argument("--model-2", help="the clip_vision file of the same CLIP as the --model text encoder")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--prompt", help="score every image against this prompt")
     which.add_argument("--prompts-from-metadata", action="store_true",
                        help="score each image against its own prompt (ComfyUI graph, else A1111 parameters)")
+    p.add_argument("--aesthetic", metavar="HEAD",
+                   help="a LAION aesthetic predictor head (.pth/.pt/.safetensors, v1 linear or v2 MLP): adds an "
+                        "aesthetic column; works without a prompt")
     p.add_argument("--scale", choices=SCALES, default="clipscore_100",
-                   help="clipscore_100 = max(100 cos, 0) (default), clipscore_2_5 = 2.5 max(cos, 0), cosine")
+                   help="clipscore_100 = max(100 cos, 0) (default), clipscore_2_5 = 2.5 max(cos, 0), cosine "
+                        "(HPS v2's score), logit = exp(logit_scale) cos (PickScore's score; adds a probability column)")
+    p.add_argument("--fit", choices=FITS, default="crop",
+                   help="crop: CLIP's centre crop (default; CLIPScore, PickScore, aesthetic heads); pad: the long side "
+                        "to the model's size and black bars, HPS v2's own preprocessing (use it with HPS checkpoints)")
+    p.add_argument("--rank-by", choices=("score", "aesthetic"),
+                   help="what rank, --min-score and --top-per-prompt use (default: score with a prompt, else aesthetic)")
     p.add_argument("--batch-size", type=positive, default=8, metavar="N", help="images per forward pass (default 8)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"processes decoding and resizing images while the model runs (default {default_workers()} "
+                        "here: the cores but one, none for under 16 images; 0 = in this process)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="comfy",
                    help="weighting syntax removed from --prompt before scoring (metadata prompts use their source's)")
     add_device_options(p)
+    p.add_argument("--copy-to", metavar="DIR",
+                   help="copy the images that pass --min-score/--top-per-prompt (all scored ones without them) "
+                        "into DIR; never moves or deletes, skips files already copied")
+    p.add_argument("--min-score", type=float, metavar="X", help="--copy-to: only images scoring at least X (rank-by units)")
+    p.add_argument("--top-per-prompt", type=positive, metavar="K", help="--copy-to: only the K best images of each prompt")
     p.add_argument("--out", required=True, help="CSV file to write ('-' for stdout)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
+    p.set_defaults(score_parser=p)
 
 
-def _read(path: str, size: int, fixed_prompt, vision) -> tuple:
-    """(pixels (1, 3, S, S), raw prompt, ScoringPrompt) for one image; ValueError with the reason."""
+def metadata_prompt(img) -> tuple[str, str, str]:
+    """(prompt text, its weighting syntax, "") from an open image's metadata, or ("", "", reason).
+    Runs in the image loader's worker processes (module level, so they can import it)."""
     from ..clip_impl.image_metadata import prompt_from_image
 
-    img = open_image(path)
     try:
-        if fixed_prompt is not None:
-            raw, prompt = fixed_prompt.text, fixed_prompt
-        else:
-            found = prompt_from_image(img)
-            raw, prompt = found.text, prepare_prompt(found.text, found.syntax)
-        pixels = preprocess_images(image_to_tensor(img), size, vision.device, vision.compute_dtype)
-    finally:
-        img.close()
-    return pixels, raw, prompt
+        found = prompt_from_image(img)
+    except ValueError as e:
+        return "", "", str(e)
+    return found.text, found.syntax, ""
 
 
 @dataclass
 class _Row:
-    """One image's outcome: the prompt as found, and its cosine or the reason it has none."""
+    """One image's outcome: the prompt as found, its cosine / aesthetic score, or the reason it has none."""
 
     path: str
     prompt: str
     error: str = ""
     cosine: float | None = None
-    truncated: bool = False
+    score: float | None = None
+    aesthetic: float | None = None
+    truncated: bool | None = None  # None: no prompt was scored
+    rank: int | None = None
+    probability: float | None = None
 
 
-def _score_batch(model, batch: list[str], fixed_prompt) -> list[_Row]:
-    """One row per image path of the batch, in order; the vision tower runs once for the batch."""
-    _, vision = scoring_towers(model)
-    rows, pixels, texts = [], [], []
-    for path in batch:
-        try:
-            pix, raw, prompt = _read(path, vision.config.image_size, fixed_prompt, vision)
-            texts.append(text_embedding(model, prompt))
-            pixels.append(pix)
-            rows.append(_Row(path, raw, truncated=bool(prompt.notes)))
-        # pillow raises many exception types on malformed files; each becomes that image's error row.
-        except Exception as e:  # noqa: BLE001
-            reason = str(e) if isinstance(e, ValueError) else f"cannot read the image ({type(e).__name__}: {e})"
-            raw = fixed_prompt.text if fixed_prompt is not None else ""
-            rows.append(_Row(path, raw, error=reason.replace(f"{path}: ", "", 1)))
-    if pixels:
-        images = pixel_embeddings(vision, torch.cat(pixels))
-        cosines = (images * torch.stack([t.to(images.device) for t in texts])).sum(dim=-1).tolist()
-        for row, cos in zip([r for r in rows if not r.error], cosines):
-            row.cosine = cos
-    return rows
-
-
-def run(args) -> int:
+def _check_arguments(args) -> None:
+    has_prompt = args.prompt is not None or args.prompts_from_metadata
+    if not has_prompt and not args.aesthetic:
+        args.score_parser.error("give --prompt TEXT or --prompts-from-metadata (CLIP score), or --aesthetic HEAD")
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt is empty; give the prompt to score against, or use --prompts-from-metadata")
     if args.model_2 and not os.path.exists(args.model_2):
         raise ValueError(f"--model-2 {args.model_2} does not exist")
-    fixed = prepare_prompt(args.prompt, weighting_syntax(args.weighting)) if args.prompt is not None else None
+    args.rank_by = args.rank_by or ("score" if has_prompt else "aesthetic")
+    if args.rank_by == "score" and not has_prompt:
+        raise ValueError("--rank-by score needs --prompt or --prompts-from-metadata")
+    if args.rank_by == "aesthetic" and not args.aesthetic:
+        raise ValueError("--rank-by aesthetic needs --aesthetic HEAD")
+    if (args.min_score is not None or args.top_per_prompt is not None) and not args.copy_to:
+        raise ValueError("--min-score and --top-per-prompt choose the images --copy-to copies; give --copy-to DIR")
+    if args.copy_to:
+        check_target(args.copy_to, args.images)
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers {args.workers}; use 0 (decode in this process) or more")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if args.out != "-" and not os.path.isdir(out_dir):
         raise ValueError(f"--out {args.out}: the folder {out_dir} does not exist")
+
+
+def run(args) -> int:
+    _check_arguments(args)
+    fixed = prepare_prompt(args.prompt, weighting_syntax(args.weighting)) if args.prompt is not None else None
+    has_prompt = fixed is not None or args.prompts_from_metadata
     paths = collect_images(args.images)
     if not paths:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
-    from ..clip_impl.loading import load_clip
+    head = None
+    if args.aesthetic:
+        from ..clip_impl.aesthetic import load_head
 
-    device = resolve_device(args.device)
-    files = [args.model] + ([args.model_2] if args.model_2 else [])
-    model = load_clip(files, precision=args.precision, device=device, with_vision=True)
-    scoring_towers(model)  # refuse a model that cannot score before any image is read
-    name = "+".join(os.path.basename(os.path.normpath(f)) for f in files)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
+        head = load_head(args.aesthetic)
+    workers = default_workers(len(paths)) if args.workers is None else args.workers
+    threads = torch.get_num_threads()
     try:
-        scores, truncated = _write_rows(model, paths, fixed, args, name, out)
+        # The loader's workers take cores of their own: the model gets the rest (an OpenMP team that shares
+        # a core with a worker waits for it at every barrier, which costs more than the thread gives).
+        if workers > 0:
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+        rows, name, with_head, interrupted = _score_files(args, paths, fixed, has_prompt, head, workers)
     finally:
-        if out is not sys.stdout:
-            out.close()
-    _summary(scores, len(paths), truncated, args)
+        torch.set_num_threads(threads)
+    _rank(rows, args)
+    _write(rows, args, name, with_head)
+    copied = None
+    if args.copy_to:
+        passing = [r.path for r in rows if _passes(r, args)]
+        copied = (len(passing), copy_files(passing, args.images, args.copy_to))
+    _summary(rows, args, copied)
+    if interrupted:
+        print(f"interrupted: {len(rows)} of {len(paths)} images scored and written", file=sys.stderr)
+        return 130
     return 0
 
 
-def _write_rows(model, paths, fixed, args, name, out) -> tuple[list[float], int]:
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    progress = Progress(len(paths))
-    scores, truncated = [], 0
+def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, str, bool, bool]:
+    """(rows, model name, whether there is an aesthetic column, interrupted): the model loads while the
+    workers start."""
+    with ImageLoader(workers) as loader:  # workers start while the model loads
+        model = _load_model(args)
+        if has_prompt:
+            scoring_towers(model)  # refuse a model that cannot score before any image is read
+        if head is not None:
+            from ..clip_impl.aesthetic import check_fits
+
+            check_fits(head, model.vision, os.path.basename(os.path.normpath(args.model)))
+        name = "+".join(os.path.basename(os.path.normpath(f)) for f in [args.model, args.model_2] if f)
+        rows, interrupted = _score_all(model, loader, paths, fixed, args, head)
+        return rows, name, head is not None, interrupted
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch emulates it, slowly."""
     try:
-        for start in range(0, len(paths), args.batch_size):
-            batch = paths[start : start + args.batch_size]
-            for row in _score_batch(model, batch, fixed):
-                score = ""
-                if row.cosine is not None:
-                    value = float(apply_scale(torch.tensor(row.cosine), args.scale))
-                    scores.append(value)
-                    score = f"{value:.6f}"
-                    truncated += row.truncated
-                writer.writerow([row.path, row.prompt, score, name, row.error])
-            out.flush()  # rows so far survive an interrupted run
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _load_model(args):
+    """The model; ``--precision bf16`` keeps the text tower fp32 and runs only the vision tower in bf16
+    (the text embedding is computed once per prompt, the images are where the time goes)."""
+    from ..clip_impl.loading import load_clip
+    from ..clip_impl.vision_loading import vision_in_dtype
+
+    device = resolve_device(args.device)
+    files = [args.model] + ([args.model_2] if args.model_2 else [])
+    bf16 = args.precision == "bf16"
+    model = load_clip(files, precision="fp32" if bf16 else args.precision, device=device, with_vision=True)
+    if bf16:
+        if torch.device(device).type == "cpu" and not cpu_has_bf16():
+            log.warning("--precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX); it is emulated and "
+                        "slower than fp32 here")
+        model.vision = vision_in_dtype(model.vision, torch.bfloat16)
+    return model
+
+
+def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> tuple[list[_Row], bool]:
+    """Rows for the images in order, and whether Ctrl-C stopped the run (the rows so far are kept: ranks
+    need every row of a prompt, so the CSV is written at the end)."""
+    vision = model.vision
+    read_extra = metadata_prompt if args.prompts_from_metadata else None
+    factor, _ = logit_factor(model)
+    rows: list[_Row] = []
+    batch: list = []
+    progress = Progress(len(paths))
+    try:
+        for item in loader.load(paths, vision.config.image_size, read_extra, args.fit):
+            batch.append(item)
+            if len(batch) == args.batch_size:
+                rows += _score_batch(model, batch, fixed, args, head, factor)
+                progress.advance(len(batch))
+                batch = []
+        if batch:
+            rows += _score_batch(model, batch, fixed, args, head, factor)
             progress.advance(len(batch))
+    except KeyboardInterrupt:
+        return rows, True
     finally:
         progress.close()
-    return scores, truncated
+    return rows, False
 
 
-def _summary(scores: list[float], total: int, truncated: int, args) -> None:
+def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: float) -> list[_Row]:
+    """One row per loaded image, in order; the vision tower runs once for the batch."""
+    rows, ok, texts = [], [], []
+    for item in batch:
+        raw = fixed.text if fixed is not None else ""
+        row = _Row(item.path, raw, error=item.error)
+        rows.append(row)
+        if item.error:
+            continue
+        ok.append((row, item.pixels))
+        if fixed is None and not args.prompts_from_metadata:
+            continue
+        try:
+            prompt = fixed
+            if prompt is None:
+                raw, syntax, reason = item.extra
+                row.prompt = raw
+                if reason:
+                    raise ValueError(reason)
+                prompt = prepare_prompt(raw, syntax)
+            texts.append((row, text_embedding(model, prompt)))
+            row.truncated = prompt.truncated
+        except ValueError as e:
+            row.error = str(e)  # no prompt to score; the aesthetic score (if asked) is still given
+    if not ok:
+        return rows
+    vision = model.vision
+    pixels = torch.stack([p for _, p in ok]).to(vision.device)
+    embeds = pixel_embeddings(vision, pixels)
+    index = {id(r): i for i, (r, _) in enumerate(ok)}
+    for row, txt in texts:
+        row.cosine = float(embeds[index[id(row)]] @ txt.to(embeds.device))
+        row.score = float(apply_scale(torch.tensor(row.cosine), args.scale, factor))
+    if head is not None:
+        with torch.inference_mode():
+            values = head(embeds).tolist()
+        for (row, _), value in zip(ok, values):
+            row.aesthetic = value
+    return rows
+
+
+def _rank(rows: list[_Row], args) -> None:
+    """Rank within each prompt (1 = best; by cosine for CLIP scores, so clamped ties still order; then by
+    path order), and on ``logit`` the softmax over the prompt's images."""
+    key = (lambda r: r.cosine) if args.rank_by == "score" else (lambda r: r.aesthetic)
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if key(row) is not None:
+            groups.setdefault(row.prompt if args.rank_by == "score" else "", []).append(i)
+    for members in groups.values():
+        for rank, i in enumerate(sorted(members, key=lambda i: (-key(rows[i]), i)), start=1):
+            rows[i].rank = rank
+    if args.scale == "logit":
+        by_prompt: dict[str, list[_Row]] = {}
+        for row in rows:
+            if row.score is not None:
+                by_prompt.setdefault(row.prompt, []).append(row)
+        for members in by_prompt.values():
+            probs = torch.softmax(torch.tensor([r.score for r in members], dtype=torch.float64), dim=0)
+            for row, p in zip(members, probs.tolist()):
+                row.probability = p
+
+
+def _passes(row: _Row, args) -> bool:
+    value = row.score if args.rank_by == "score" else row.aesthetic
+    if value is None or row.rank is None:
+        return False
+    if args.min_score is not None and value < args.min_score:
+        return False
+    return args.top_per_prompt is None or row.rank <= args.top_per_prompt
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _write(rows: list[_Row], args, name: str, with_aesthetic: bool) -> None:
+    columns = list(CSV_COLUMNS) + (["probability"] if args.scale == "logit" else []) + (["aesthetic"] if with_aesthetic else [])
+    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for r in rows:
+            truncated = "" if r.truncated is None else ("yes" if r.truncated else "no")
+            line = [r.path, r.prompt, _fmt(r.score), name, r.error, "" if r.rank is None else r.rank, truncated]
+            if args.scale == "logit":
+                line.append(_fmt(r.probability))
+            if with_aesthetic:
+                line.append(_fmt(r.aesthetic))
+            writer.writerow(line)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _stats(values: list[float]) -> str:
+    return f"mean {sum(values) / len(values):.6f}, min {min(values):.6f}, max {max(values):.6f}"
+
+
+def _summary(rows: list[_Row], args, copied) -> None:
     stream = sys.stderr if args.out == "-" else sys.stdout
-    failed = total - len(scores)
-    line = f"scored {len(scores)} of {total} image{'s' if total != 1 else ''}"
+    total = len(rows)
+    prompted = args.prompt is not None or args.prompts_from_metadata
+    scores = [r.score for r in rows if r.score is not None]
+    aesthetic = [r.aesthetic for r in rows if r.aesthetic is not None]
+    done = len(scores) if prompted else len(aesthetic)
+    failed = total - done
+    line = f"scored {done} of {total} image{'s' if total != 1 else ''}"
     if failed:
         line += f" ({failed} failed: see the error column)"
     if scores:
-        mean = sum(scores) / len(scores)
-        line += f": mean {mean:.6f}, min {min(scores):.6f}, max {max(scores):.6f} ({args.scale})"
+        line += f": {_stats(scores)} ({args.scale})"
+    if aesthetic:
+        line += f"{'; aesthetic' if scores else ':'} {_stats(aesthetic)}" + ("" if scores else " (aesthetic)")
+    truncated = sum(1 for r in rows if r.truncated and r.score is not None)
     if truncated:
         line += f"; {truncated} scored with a prompt truncated to 75 tokens"
+    if copied is not None:
+        passing, result = copied
+        line += f"; {passing} passed, copied {result.copied} to {args.copy_to}"
+        if result.already_there:
+            line += f" ({result.already_there} already there)"
     print(line + (f" -> {args.out}" if args.out != "-" else ""), file=stream)

@@ -7,7 +7,11 @@
   (DESIGN 3): weighting syntax, BREAK and ``embedding:`` references are removed, and it is truncated to
   75 tokens (77 with start and end), with a note when that cuts words off. Cached per prompt.
 - Scales: ``clipscore_100`` = max(100 cos, 0) (torchmetrics' CLIPScore, per image), ``clipscore_2_5`` =
-  2.5 max(cos, 0) (the CLIPScore paper), ``cosine`` = cos.
+  2.5 max(cos, 0) (the CLIPScore paper), ``cosine`` = cos (HPS v2's score), ``logit`` = exp(logit_scale) cos,
+  the model's own logit (PickScore's score; transformers' ``logits_per_image``). On ``logit`` the report
+  adds, per prompt, the softmax of the batch's logits: PickScore's probability that each image is picked.
+  A text encoder + clip_vision pair has no logit_scale: its ``logit`` uses 100 (CLIP's trained value,
+  clamped there in training) and says so in a note.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .preprocess import check_image_batch, preprocess_images
 from .prompt_syntax import parse_prompt
 from .tokenizer import BOS_ID, EOS_ID, get_tokenizer
 
-SCALES = ("clipscore_100", "clipscore_2_5", "cosine")
+SCALES = ("clipscore_100", "clipscore_2_5", "cosine", "logit")
 MAX_PROMPT_TOKENS = 75
 TEXT_CACHE = ByteLRUCache(32 * 1024 * 1024)  # (tower, token ids) -> normalised text embedding (P,)
 # ComfyUI embedding references: a word starting with "embedding:" (up to a space or comma).
@@ -43,6 +47,7 @@ class ScoringPrompt:
     cleaned: str  # without weighting syntax, BREAK and embedding references
     ids: tuple[int, ...]  # at most MAX_PROMPT_TOKENS
     notes: tuple[str, ...] = ()
+    truncated: bool = False  # cut to MAX_PROMPT_TOKENS (the end-of-text token is always kept after them)
 
 
 def prepare_prompt(text: str, syntax: str = "comfy") -> ScoringPrompt:
@@ -65,7 +70,11 @@ def prepare_prompt(text: str, syntax: str = "comfy") -> ScoringPrompt:
             f"prompt truncated to {MAX_PROMPT_TOKENS} of its {len(ids)} tokens for scoring (CLIP reads 77 with "
             f"start and end); scored up to: ...{kept[-40:]}"
         )
-    return ScoringPrompt(text, cleaned, tuple(ids[:MAX_PROMPT_TOKENS]), tuple(notes))
+    # Truncation keeps the end-of-text token: text_embedding appends EOS after the kept ids, and the pooled
+    # vector is read there (torchmetrics' bug 2883 cut the EOS off and the score collapsed).
+    return ScoringPrompt(
+        text, cleaned, tuple(ids[:MAX_PROMPT_TOKENS]), tuple(notes), truncated=len(ids) > MAX_PROMPT_TOKENS
+    )
 
 
 def scoring_towers(model: ClipModel):
@@ -139,8 +148,11 @@ def logit_factor(model: ClipModel) -> tuple[float, str]:
     return factor, f"{factor:.4g} (the model's logit_scale)"
 
 
-def apply_scale(cosines: torch.Tensor, scale: str) -> torch.Tensor:
-    """Cosine similarities -> scores on ``scale`` (see the module docstring)."""
+def apply_scale(cosines: torch.Tensor, scale: str, factor: float = DEFAULT_LOGIT_FACTOR) -> torch.Tensor:
+    """Cosine similarities -> scores on ``scale`` (see the module docstring); ``factor``: the ``logit``
+    scale's factor on cosines (``logit_factor(model)[0]``)."""
+    if scale == "logit":
+        return factor * cosines
     if scale == "clipscore_100":
         return (100.0 * cosines).clamp(min=0.0)
     if scale == "clipscore_2_5":
@@ -162,6 +174,14 @@ class SimilarityResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def probabilities(self) -> list[float] | None:
+        """On the ``logit`` scale, the softmax of the batch's logits (PickScore's probability of each image
+        being picked among these candidates); None on the other scales."""
+        if self.scale != "logit":
+            return None
+        return torch.softmax(torch.tensor(self.scores, dtype=torch.float64), dim=0).tolist()
+
+    @property
     def mean(self) -> float:
         return sum(self.scores) / len(self.scores)
 
@@ -180,7 +200,11 @@ class SimilarityResult:
             f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(self.scores):.4f}, "
             f"max {max(self.scores):.4f}, best #{best}",
         ]
-        lines += [f"  #{i}: {s:.4f} (cosine {c:+.4f})" for i, (s, c) in enumerate(zip(self.scores, self.cosines))]
+        probs = self.probabilities or [None] * n
+        lines += [
+            f"  #{i}: {s:.4f} (cosine {c:+.4f}" + (f", softmax {p:.4f})" if p is not None else ")")
+            for i, (s, c, p) in enumerate(zip(self.scores, self.cosines, probs))
+        ]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -200,6 +224,14 @@ def score_images(
     txt = text_embedding(model, prompt, cache)
     img = image_embeddings(model, images, batch_size)
     cos = img @ txt.to(img.device)
-    return SimilarityResult(
-        apply_scale(cos, scale).tolist(), cos.tolist(), scale, prompt, model.vision.config.name, list(prompt.notes)
-    )
+    factor, where = logit_factor(model)
+    notes = list(prompt.notes)
+    if scale == "logit":
+        notes.append(f"logit = {where} x cosine; softmax over the batch = the probability of each image being picked")
+        if model.logit_scale is None:
+            notes.append(
+                "this text encoder + clip_vision pair holds no logit_scale: 100 is used (CLIP's trained value); "
+                "load a full CLIP file (e.g. PickScore) for its own factor"
+            )
+    scores = apply_scale(cos.float(), scale, factor).tolist()
+    return SimilarityResult(scores, cos.tolist(), scale, prompt, model.vision.config.name, notes)

@@ -333,3 +333,13 @@ def no_vision_message(readers: list[WeightReader]) -> str:
         "(e.g. openai/clip-vit-large-patch14), or a text encoder plus the clip_vision file of the same CLIP "
         "(clip_l + ViT-L/14, clip_g + ViT-bigG/14)"
     )
+
+
+def vision_in_dtype(vision: VisionTower, dtype: torch.dtype) -> VisionTower:
+    """A copy of ``vision`` stored and computed in ``dtype`` (e.g. bf16 for fast image scoring while the text
+    tower stays fp32); the original, which loaders share, is left as it is."""
+    with torch.device("meta"):
+        tower = VisionTower(vision.config, source=vision.source, compute_dtype=dtype)
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in vision.state_dict().items()}
+    tower.load_state_dict(sd, strict=True, assign=True)
+    return tower.eval().requires_grad_(False)

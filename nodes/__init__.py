@@ -1,5 +1,6 @@
 """ComfyUI node classes (thin adapters over ``clip_impl``); ``host.py`` is the only ComfyUI-facing module."""
 
+from .aesthetic import ClipSuiteAestheticScore
 from .loader import ClipSuiteLoader
 from .lora import ClipSuiteLoraLoader
 from .prompt_tokens import ClipSuitePromptTokens
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuitePromptTokens": ClipSuitePromptTokens,
     "ClipSuiteImageTextSimilarity": ClipSuiteImageTextSimilarity,
     "ClipSuiteSelectBest": ClipSuiteSelectBest,
+    "ClipSuiteAestheticScore": ClipSuiteAestheticScore,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
@@ -23,9 +25,11 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
+    "ClipSuiteAestheticScore": "Aesthetic Score (CLIP)",
 }
 
 # The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).
 from . import host  # noqa: E402
 
 host.register_routes()
+host.register_aesthetic_folder()  # models/aesthetic in ComfyUI's folder_paths (a no-op outside ComfyUI)

@@ -452,3 +452,50 @@ def register_routes() -> bool:
     routes.post(tokens_api.ROUTE)(tokens_api.make_handler(embedding_library))
     log.debug("registered POST %s", tokens_api.ROUTE)
     return True
+
+
+# ----------------------------------------------------------------------------------- aesthetic heads
+# The ``aesthetic`` model folder (LAION aesthetic predictor heads) for the Aesthetic Score node and Keep
+# Best: ``models/aesthetic`` in ComfyUI (registered with folder_paths, so extra_model_paths.yaml can add
+# folders), ``$CLIP_SUITE_MODELS/aesthetic`` standalone.
+AESTHETIC_FOLDER = "aesthetic"
+AESTHETIC_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def register_aesthetic_folder() -> bool:
+    """Add ``models/aesthetic`` to ComfyUI's folder_paths (once; keeps folders users configured).
+    Returns whether ComfyUI is there."""
+    if not in_comfyui():
+        return False
+    import folder_paths
+
+    if AESTHETIC_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(AESTHETIC_FOLDER, os.path.join(folder_paths.models_dir, AESTHETIC_FOLDER))
+    _paths, extensions = folder_paths.folder_names_and_paths[AESTHETIC_FOLDER]
+    extensions.update(AESTHETIC_SUFFIXES)  # a folder added from extra_model_paths.yaml starts with none
+    return True
+
+
+def aesthetic_heads() -> list[str]:
+    """Head files in the aesthetic folder(s), as relative names."""
+    register_aesthetic_folder()
+    names = get_host().folder_files(AESTHETIC_FOLDER)
+    return sorted(n for n in names if n.lower().endswith(AESTHETIC_SUFFIXES))
+
+
+def aesthetic_head_path(name: str) -> str:
+    """The path of a head file chosen from :func:`aesthetic_heads`; ValueError naming the folders if missing."""
+    register_aesthetic_folder()
+    roots = get_host().search_paths(AESTHETIC_FOLDER)
+    rel = os.path.normpath(name)
+    if not name or os.path.isabs(rel) or rel.split(os.sep)[0] == "..":
+        raise ValueError(f"aesthetic head {name!r}: pick a file from the list (a name inside the aesthetic folder)")
+    for root in roots:
+        path = os.path.join(root, rel)
+        if os.path.isfile(path):
+            return path
+    where = ", ".join(roots) or "no aesthetic folder configured"
+    raise ValueError(
+        f"aesthetic head {name!r} is not in the aesthetic folders ({where}); put the .pth/.safetensors file there "
+        "(e.g. sac+logos+ava1-l14-linearMSE.pth) and refresh"
+    )

@@ -13,8 +13,10 @@ import math
 
 import torch
 
+from ..clip_impl.aesthetic import AestheticResult
 from ..clip_impl.similarity import SCALES, SimilarityResult, score_images, scoring_towers
 from . import common, host
+from .aesthetic_heads import NO_HEAD, head_choices, run_aesthetic
 
 MAX_TOP_K = 4096  # EmptyImage's largest batch
 MIN_SCORE_RANGE = (-1.0, 100.0)  # cosine's lowest value .. clipscore_100's highest
@@ -38,13 +40,24 @@ SCALE_TOOLTIP = (
     "clipscore_100: max(100*cos, 0), torchmetrics' CLIPScore (0..100), here per image instead of its batch mean.\n"
     "clipscore_2_5: 2.5*max(cos, 0), CLIP-S of the CLIPScore paper (Hessel et al. 2021); w = 2.5 stretches "
     "typical cosines to about 0..1. clipscore_2_5 = clipscore_100 / 40.\n"
-    "cosine: the raw cosine, -1..1, not clamped (ranks images that all score 0 on the clamped scales)."
+    "cosine: the raw cosine, -1..1, not clamped (ranks images that all score 0 on the clamped scales); HPS v2's "
+    "score with an HPS v2/v2.1 checkpoint.\n"
+    "logit: the model's own logit, exp(logit_scale)*cos (PickScore's score with PickScore_v1; transformers' "
+    "logits_per_image); the report adds the softmax over the batch, PickScore's probability of each image being "
+    "picked. A text encoder + clip_vision pair has no logit_scale: 100 is used (the report says so)."
 )
 TOP_K_TOOLTIP = "How many images to keep at most: the best ones, best first. More than the batch keeps them all."
 MIN_SCORE_TOOLTIP = (
     "Keep only images scoring at least this, in the units of scale (clipscore_100: 0..100, clipscore_2_5: "
-    "0..2.5, cosine: -1..1). 0 keeps every image on the clamped scales. When no image reaches it, nothing is "
-    "passed on: the nodes fed by this node's outputs are skipped (e.g. no Save Image), without an error."
+    "0..2.5, cosine: -1..1, logit: about 0..100; with an aesthetic_head: the head's score, about 1..10). 0 keeps "
+    "every image on the clamped scales. When no image reaches it, nothing is passed on: the nodes fed by this "
+    "node's outputs are skipped (e.g. no Save Image), without an error."
+)
+AESTHETIC_HEAD_TOOLTIP = (
+    "none (default): rank by the CLIP score of text on scale. A head file from models/aesthetic (LAION "
+    "aesthetic predictor v1/v2): rank by its aesthetic score instead (no prompt: text and scale are not used; "
+    "min_score is in the head's units, about 1..10). The clip must be the CLIP the head was trained on "
+    "(ViT-L/14 for v2)."
 )
 NATIVE_CLIP_MESSAGE = (
     "clip input: ComfyUI's own CLIP (from Load Checkpoint, Load CLIP or DualCLIPLoader) holds only text "
@@ -90,9 +103,11 @@ def run_scoring(clip, images, text: str, scale: str) -> SimilarityResult:
     return result
 
 
-def ranking(result: SimilarityResult) -> list[int]:
-    """Batch indexes best first: by cosine (so images tied at a clamped 0 still rank), then batch order."""
-    return sorted(range(len(result.cosines)), key=lambda i: (-result.cosines[i], i))
+def ranking(result: SimilarityResult | AestheticResult) -> list[int]:
+    """Batch indexes best first: by cosine (so images tied at a clamped 0 still rank; an aesthetic score has
+    no clamp: by score), then batch order."""
+    values = result.cosines if isinstance(result, SimilarityResult) else result.scores
+    return sorted(range(len(values)), key=lambda i: (-values[i], i))
 
 
 class ClipSuiteImageTextSimilarity:
@@ -146,7 +161,8 @@ class ClipSuiteSelectBest:
         "on: ComfyUI skips the nodes fed by 'images' and 'scores' (so a Save Image after it saves nothing) and "
         "the run ends without an error; the report on the node says so. An IMAGE batch cannot be empty, and "
         "passing the best image anyway would ignore min_score. 'scores' is a list output like the similarity "
-        "node's: the kept images' scores, best first."
+        "node's: the kept images' scores, best first. With an aesthetic_head it ranks by the LAION aesthetic "
+        "score instead of the prompt."
     )
     CATEGORY = common.CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
@@ -173,13 +189,19 @@ class ClipSuiteSelectBest:
                     {"default": 0.0, "min": low, "max": high, "step": 0.001, "tooltip": MIN_SCORE_TOOLTIP},
                 ),
                 "scale": (list(SCALES), {"default": "clipscore_100", "tooltip": SCALE_TOOLTIP}),
-            }
+            },
+            "optional": {
+                "aesthetic_head": ([NO_HEAD] + head_choices(), {"default": NO_HEAD, "tooltip": AESTHETIC_HEAD_TOOLTIP}),
+            },
         }
 
-    def select(self, clip, images, text, top_k, min_score, scale):
+    def select(self, clip, images, text, top_k, min_score, scale, aesthetic_head=NO_HEAD):
         if top_k < 1:
             raise ValueError(f"top_k={top_k}; keep at least 1 image")
-        result = run_scoring(clip, images, text, scale)
+        if aesthetic_head and aesthetic_head != NO_HEAD:
+            result = run_aesthetic(scoring_clip(clip), images, aesthetic_head)
+        else:
+            result = run_scoring(clip, images, text, scale)
         kept = [i for i in ranking(result) if result.scores[i] >= min_score][:top_k]
         report = select_report(result, kept, top_k, min_score)
         scores = [result.scores[i] for i in kept]
@@ -191,10 +213,11 @@ class ClipSuiteSelectBest:
         return {"ui": {"text": [report], "scores": scores}, "result": (h.output(images.index_select(0, index)), scores)}
 
 
-def select_report(result: SimilarityResult, kept: list[int], top_k: int, min_score: float) -> str:
-    """What was kept and why, then the similarity report of the whole batch."""
+def select_report(result: SimilarityResult | AestheticResult, kept: list[int], top_k: int, min_score: float) -> str:
+    """What was kept and why, then the similarity (or aesthetic) report of the whole batch."""
     n = len(result.scores)
-    rule = f"top_k {top_k}, min_score {min_score:g} ({result.scale})"
+    units = result.scale if isinstance(result, SimilarityResult) else "aesthetic score; text and scale unused"
+    rule = f"top_k {top_k}, min_score {min_score:g} ({units})"
     if kept:
         shown = ", ".join(f"#{i} ({result.scores[i]:.4f})" for i in kept)
         head = f"kept {len(kept)} of {n} image{'s' if n != 1 else ''} ({rule}), best first: {shown}"
@@ -202,7 +225,7 @@ def select_report(result: SimilarityResult, kept: list[int], top_k: int, min_sco
         best = result.best_index
         head = (
             f"kept none of {n} image{'s' if n != 1 else ''}: no score reached min_score {min_score:g} "
-            f"(best #{best}: {result.scores[best]:.4f} {result.scale}); nothing passed on, the nodes fed by "
+            f"(best #{best}: {result.scores[best]:.4f} {units}); nothing passed on, the nodes fed by "
             "this node are skipped"
         )
     return head + "\n" + result.report

@@ -102,15 +102,17 @@ def test_folder_of_50_pngs_piped(vision_dir, image_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "scoring [" not in proc.stderr  # no progress bar when piped
     rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
-    assert len(rows) == 50 and list(rows[0]) == ["path", "prompt", "score", "model", "error"]
+    # The five original columns keep their order; rank and truncated (issue 17) are appended.
+    assert len(rows) == 50 and list(rows[0]) == ["path", "prompt", "score", "model", "error", "rank", "truncated"]
     assert {r["path"] for r in rows} == set(expected)
     for r in rows:
         text, scored = expected[r["path"]]
         assert r["prompt"] == text and r["model"] == "clip_hf.safetensors"
         if scored:
             assert r["error"] == "" and len(r["score"].split(".")[1]) == 6
+            assert r["rank"] == "1" and r["truncated"] == "no"  # each prompt is its own image's
         else:
-            assert r["score"] == "" and r["error"]
+            assert r["score"] == "" and r["error"] and r["rank"] == ""
     reasons = {Path(r["path"]).name.split("_")[0]: r["error"] for r in rows if r["error"]}
     assert "no prompt in the metadata" in reasons["plain"]
     assert "not an image" in reasons["garbage"] and "cannot read the image" in reasons["truncated"]

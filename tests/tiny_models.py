@@ -178,18 +178,19 @@ def openclip_vision_state(vmodel, prefix="visual.", projection=True) -> dict:
     return {prefix + k: t.detach().clone().contiguous() for k, t in out.items()}
 
 
-def write_hf_clip(path, tmodel, vmodel) -> Path:
+def write_hf_clip(path, tmodel, vmodel, logit_scale=4.6052) -> Path:
     """A full CLIP in transformers' CLIPModel layout (text + vision + logit_scale, old position_ids too)."""
     sd = {**hf_state(tmodel), **hf_vision_state(vmodel, position_ids=True)}
     sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]
-    sd["logit_scale"] = torch.tensor(4.6052)
+    sd["logit_scale"] = torch.tensor(logit_scale)
     return save(path, sd)
 
 
-def write_hf_clip_folder(folder, tmodel, vmodel) -> Path:
-    """A Hugging Face CLIPModel folder: model.safetensors + config.json with nested text/vision configs."""
+def write_hf_clip_folder(folder, tmodel, vmodel, logit_scale=4.6052) -> Path:
+    """A Hugging Face CLIPModel folder: model.safetensors + config.json with nested text/vision configs
+    (PickScore_v1 is such a folder)."""
     folder = Path(folder)
-    write_hf_clip(folder / "model.safetensors", tmodel, vmodel)
+    write_hf_clip(folder / "model.safetensors", tmodel, vmodel, logit_scale)
     config = {
         "model_type": "clip",
         "text_config": tmodel.config.to_dict(),
@@ -200,11 +201,37 @@ def write_hf_clip_folder(folder, tmodel, vmodel) -> Path:
     return folder
 
 
-def write_openclip_clip(path, tmodel, vmodel) -> Path:
+def write_openclip_clip(path, tmodel, vmodel, logit_scale=4.6052) -> Path:
     """A full CLIP in OpenCLIP/OpenAI checkpoint names (text at the top level, vision under visual.)."""
     sd = {**openclip_state(tmodel), **openclip_vision_state(vmodel)}
-    sd["logit_scale"] = torch.tensor(4.6052)
+    sd["logit_scale"] = torch.tensor(logit_scale)
     return save(path, sd)
+
+
+def write_hps_checkpoint(path, tmodel, vmodel, logit_scale=4.6052) -> Path:
+    """An HPS v2 / v2.1 checkpoint: ``torch.save({"state_dict": ...})`` of an OpenCLIP CLIP in OpenCLIP key
+    names (``HPS_v2_compressed.pt``; HPSv2's score.py loads ``checkpoint['state_dict']``)."""
+    sd = {**openclip_state(tmodel), **openclip_vision_state(vmodel)}
+    sd["logit_scale"] = torch.tensor(logit_scale)
+    path = Path(path)
+    torch.save({"state_dict": sd}, path)
+    return path
+
+
+def clip_model(tmodel, vmodel, logit_scale=4.6052):
+    """transformers' CLIPModel holding the weights of ``tmodel`` + ``vmodel`` (the reference for scores)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    cfg = CLIPConfig(
+        text_config=tmodel.config.to_dict(), vision_config=vmodel.config.to_dict(),
+        projection_dim=vmodel.config.projection_dim,
+    )
+    model = CLIPModel(cfg).eval()
+    sd = {**hf_state(tmodel), **hf_vision_state(vmodel)}
+    sd["logit_scale"] = torch.tensor(logit_scale)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return model
 
 
 def write_clip_vision(path, vmodel, layout="hf", projection=True) -> Path:

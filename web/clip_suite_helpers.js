@@ -14,7 +14,7 @@ export const PROMPT_WIDGETS = {
 };
 
 /** Our nodes that report per-image scores after a run ({"ui": {"text": [...], "scores": [...]}}). */
-export const SCORE_NODES = ["ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest"];
+export const SCORE_NODES = ["ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest", "ClipSuiteAestheticScore"];
 
 /** Our encode nodes: they report the model family and layers after a run (ui "clip_suite"). */
 export const ENCODE_NODES = ["ClipSuiteTextEncode", "ClipSuiteTextEncodeSDXL"];

@@ -32,10 +32,12 @@ CONTRACT = {
     "ClipSuiteSelectBest": (
         "Keep Best Images (CLIP score)", ["clip", "images", "text", "top_k", "min_score", "scale"], ("IMAGE", "FLOAT")
     ),
+    "ClipSuiteAestheticScore": ("Aesthetic Score (CLIP)", ["clip", "images", "head"], ("FLOAT", "FLOAT", "INT", "STRING")),
 }
 # Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
 OPTIONAL = {
     "ClipSuitePromptTokens": ["weighting"],
+    "ClipSuiteSelectBest": ["aesthetic_head"],
 }
 # Enum inputs whose choices differ on one node: (node id, input) -> (choices, default).
 NODE_ENUMS = {
@@ -45,6 +47,7 @@ NODE_ENUMS = {
 OUTPUT_NAMES = {
     "ClipSuiteImageTextSimilarity": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
     "ClipSuiteSelectBest": (("images", "scores"), (False, True)),
+    "ClipSuiteAestheticScore": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
 }
 ENUMS = {
     "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
@@ -55,7 +58,7 @@ ENUMS = {
     "pooled": (["first_chunk", "mean"], "first_chunk"),
     "empty_prompt": (["encode", "zeros"], "encode"),
     "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
-    "scale": (["clipscore_100", "clipscore_2_5", "cosine"], "clipscore_100"),
+    "scale": (["clipscore_100", "clipscore_2_5", "cosine", "logit"], "clipscore_100"),
 }
 INTS = {  # name: (default, min, max)
     "clip_skip": (0, -1, 30),
@@ -111,6 +114,9 @@ def test_input_types_valid(node_id, standalone):
             assert kind == TYPES[name], name
             if kind == "STRING":
                 assert opts.get("multiline") is True
+        elif name in ("head", "aesthetic_head"):  # files of the aesthetic folder; Keep Best's starts with none
+            assert isinstance(kind, list) and kind and all(isinstance(v, str) for v in kind)
+            assert name != "aesthetic_head" or (kind[0] == "none" and opts["default"] == "none")
         elif name in ("model", "model_2"):
             assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
             assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
@@ -151,6 +157,8 @@ def test_tooltips_explain_scales(node_id):
     required = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"]
     tip = required["scale"][1]["tooltip"]
     for phrase in ("max(100*cos, 0)", "torchmetrics", "2.5*max(cos, 0)", "CLIPScore paper", "clipscore_100 / 40", "-1..1"):
+        assert phrase in tip
+    for phrase in ("exp(logit_scale)*cos", "PickScore", "softmax", "HPS v2"):
         assert phrase in tip
     assert "no vision tower" in required["clip"][1]["tooltip"] and "clip_vision" in required["clip"][1]["tooltip"]
     if "min_score" in required:

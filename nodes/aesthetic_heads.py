@@ -1,0 +1,59 @@
+"""Aesthetic heads for the nodes: files from the ``aesthetic`` model folder, loaded once (reloaded when the file
+changes), and scoring on the host. Shared by ``ClipSuiteAestheticScore`` and Keep Best (``aesthetic_head``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+from ..clip_impl.aesthetic import AestheticHead, AestheticResult, aesthetic_scores, load_head
+from . import host
+
+NO_HEAD = "none"
+_HEADS: dict[str, tuple[tuple, AestheticHead]] = {}  # path -> ((mtime, size), head)
+_HEADS_LOCK = threading.Lock()
+_MAX_HEADS = 8
+
+HEAD_TOOLTIP = (
+    "A LAION aesthetic predictor head from the models/aesthetic folder (.pth, .pt or .safetensors): v1 "
+    "sa_0_4_vit_{b_32,l_14}_linear.pth (one linear layer) or v2 sac+logos+ava1-l14-linearMSE.pth (MLP). "
+    "Scores are about 1..10 (higher = people like it more), on the normalised CLIP image embedding."
+)
+
+
+def head_for(name: str) -> AestheticHead:
+    """The head file ``name`` from the aesthetic folder, loaded once and reloaded when the file changes."""
+    path = host.aesthetic_head_path(name)
+    stat = os.stat(path)
+    key = (stat.st_mtime_ns, stat.st_size)
+    with _HEADS_LOCK:
+        entry = _HEADS.get(path)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+    head = load_head(path)
+    with _HEADS_LOCK:
+        _HEADS[path] = (key, head)
+        while len(_HEADS) > _MAX_HEADS:
+            _HEADS.pop(next(iter(_HEADS)))
+    return head
+
+
+def run_aesthetic(hosted: host.HostedClip, images, head_name: str) -> AestheticResult:
+    """Score every image of ``images`` with the head ``head_name`` on the host (vision tower loaded first)."""
+    head = head_for(head_name)
+    host.get_host().prepare(hosted, parts=("vision",))
+    result = aesthetic_scores(hosted.model, head, images)
+    bad = [i for i, s in enumerate(result.scores) if not math.isfinite(s)]
+    if bad:
+        raise ValueError(
+            f"the model gave a NaN or infinite aesthetic score for image{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(map(str, bad[:8]))}; its numbers overflowed: load it with precision fp32"
+        )
+    return result
+
+
+def head_choices() -> list[str]:
+    """The head files for a combo input (ComfyUI needs at least one entry to show the widget)."""
+    return host.aesthetic_heads() or ["(no files in models/aesthetic)"]
