@@ -5,6 +5,7 @@ from .lora import ClipSuiteLoraLoader
 from .prompt_tokens import ClipSuitePromptTokens
 from .similarity import ClipSuiteImageTextSimilarity, ClipSuiteSelectBest
 from .text_encode import ClipSuiteTextEncode, ClipSuiteTextEncodeSDXL
+from .zero_shot import ClipSuiteZeroShot
 
 NODE_CLASS_MAPPINGS = {
     "ClipSuiteLoader": ClipSuiteLoader,
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuitePromptTokens": ClipSuitePromptTokens,
     "ClipSuiteImageTextSimilarity": ClipSuiteImageTextSimilarity,
     "ClipSuiteSelectBest": ClipSuiteSelectBest,
+    "ClipSuiteZeroShot": ClipSuiteZeroShot,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
@@ -23,6 +25,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
+    "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
 }
 
 # The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).
