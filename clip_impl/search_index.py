@@ -76,12 +76,24 @@ def model_fingerprint(model: ClipModel) -> str:
     h.update(repr((cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, cfg.patch, cfg.image_size, cfg.activation,
                    cfg.projection_dim, str(vision.compute_dtype))).encode())
     for name, tensor in sorted(vision.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
         h.update(f"{name}{tuple(tensor.shape)}".encode())
-        if flat.numel() > _SAMPLES:
-            flat = flat[torch.linspace(0, flat.numel() - 1, _SAMPLES, device=flat.device).long()]
-        h.update(flat.float().cpu().numpy().tobytes())
+        h.update(_sample(tensor.detach()).tobytes())
     return h.hexdigest()[:32]
+
+
+def _sample(tensor: torch.Tensor):
+    """Up to _SAMPLES evenly spaced values of ``tensor`` as a float32 numpy array. On the CPU through numpy
+    (no torch op, so no thread-pool wake-ups: ~150 tiny torch ops cost a second on a busy machine)."""
+    import numpy as np
+
+    n = tensor.numel()
+    step = max(1, n // _SAMPLES)
+    if tensor.device.type != "cpu":
+        return tensor.reshape(-1)[::step][:_SAMPLES].float().cpu().numpy()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: widen the bits by hand
+        bits = tensor.view(torch.int16).numpy().reshape(-1)[::step][:_SAMPLES].astype(np.uint16)
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return tensor.numpy().reshape(-1)[::step][:_SAMPLES].astype(np.float32)
 
 
 @dataclass

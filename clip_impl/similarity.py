@@ -116,10 +116,13 @@ def _embed_prompts(model: ClipModel, prompts, cache, batch_size: int) -> list[to
     missing = [k for k, v in found.items() if v is None]
     for start in range(0, len(missing), batch_size):
         part = missing[start : start + batch_size]
+        # Only the pooled vector is used, at each row's first EOS, and attention is causal: positions after
+        # the longest row's EOS change nothing, so the batch stops there ("a dog" runs 4 positions, not 77).
+        width = max(len(ids) for _, ids in part) + 2
         rows = []
         for _, ids in part:
             row = [BOS_ID, *ids, EOS_ID]
-            rows.append(row + [tower.config.pad_id] * (tower.config.positions - len(row)))
+            rows.append(row + [tower.config.pad_id] * (width - len(row)))
         with torch.inference_mode():
             out = tower(torch.tensor(rows, dtype=torch.long), tower.config.layers, layer_norm_hidden=False, project=True)
         for key, emb in zip(part, F.normalize(out.pooled.float(), dim=-1)):
