@@ -16,6 +16,7 @@ OUR_NODES = {
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
+    "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
 }
 
 
