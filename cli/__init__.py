@@ -22,7 +22,10 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(prog="python -m clip_suite", description="CLIP text encoding and scoring")
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_suite",
+        description="CLIP text encoding, image scoring, zero-shot labels, image search and de-duplication",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in SUBCOMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.add_arguments.__doc__))

@@ -82,7 +82,8 @@ def run(args) -> int:
                     continue
                 top = result.top(row, args.top)
                 counts[top[0][0]] += 1
-                writer.writerow([item.path, top[0][0], f"{top[0][1]:.6f}", ";".join(f"{name}:{p:.6f}" for name, p in top), ""])
+                top_k = ";".join(f"{name}:{p:.6f}" for name, p in top)
+                writer.writerow([item.path, top[0][0], f"{top[0][1]:.6f}", top_k, ""])
                 row += 1
             out.flush()  # rows so far survive an interrupted run
             progress.advance(len(batch))
@@ -102,7 +103,8 @@ def _summary(counts, total: int, labels: list[str], model, notes: list[str], arg
     line = f"classified {done} of {total} image{'s' if total != 1 else ''}"
     if total - done:
         line += f" ({total - done} failed: see the error column)"
-    per_label = ", ".join(f"{label} {counts[label]}" for label in sorted(labels, key=lambda name: (-counts[name], labels.index(name))))
+    order = sorted(labels, key=lambda name: (-counts[name], labels.index(name)))  # most frequent first
+    per_label = ", ".join(f"{label} {counts[label]}" for label in order)
     line += f": {per_label}; logits = cosine x {logit_factor(model)[1]}"
     print(line + (f" -> {args.out}" if args.out != "-" else ""), file=stream)
     for note in notes:

@@ -10,13 +10,14 @@ from a folder searched now are dropped; other entries stay for later runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
 
 import torch
 
-from ..clip_impl.search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh
+from ..clip_impl.search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .images import Progress, collect_images
 from .options import add_device_options, positive, resolve_device
 
@@ -37,6 +38,23 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
                    help="index file of image embeddings (default: one per folder under the user cache directory)")
     p.add_argument("--save-every", type=non_negative, default=30.0, metavar="SECONDS",
                    help="while embedding, save the index this often, so an interrupted run keeps its work (default 30)")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run a tiny job (one query: a few tokens, or one image) on one CPU thread, then restore the count.
+
+    Why: each torch op on a few rows still wakes the whole intra-op thread pool, and on a busy machine every
+    wake-up waits for a time slice: one short text query took 2.6-4.6 s on 2 threads and 0.3-0.4 s on 1 with
+    the CPUs oversubscribed (on an idle machine both take milliseconds). The CLI owns its process, so
+    changing the count for a moment is safe here (never in ``clip_impl``, which runs inside ComfyUI).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def non_negative(value: str) -> float:
@@ -117,7 +135,10 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
 
     Messages about index files that could not be used go to stderr; ValueError when no image is found.
     """
+    if args.index and os.path.isdir(args.index):
+        raise ValueError(f"--index {args.index} is a folder; give the name of the index file to use or create")
     groups, shown = plan_groups(inputs, args.index)
+    unwritable: set = set()
     total = sum(len(g.paths) for g in groups)
     if total == 0:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(inputs)}")
@@ -133,7 +154,13 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
                 print(problem, file=sys.stderr)
 
             def save(index=index, group=group):
-                index.save(group.index_path)
+                try:
+                    index.save(group.index_path)
+                except OSError as e:  # the results are still good; only the next run pays for it
+                    if group.index_path not in unwritable:
+                        unwritable.add(group.index_path)
+                        print(f"warning: cannot write the index {group.index_path} ({e}); the next run embeds "
+                              "these images again (give --index FILE in a folder you can write)", file=sys.stderr)
 
             done = refresh(index, model, group.paths, group.in_scope, save, args.batch_size, args.save_every,
                            progress.advance)
@@ -148,7 +175,7 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
     order = [p for g in groups for p in g.paths if p in found]
     dim = scoring_dim(model)
     embeddings = torch.stack([found[p] for p in order]) if order else torch.zeros(0, dim)
-    summary = f"index: {counts['new']} new, {counts['removed']} removed, {counts['reused']} reused"
+    summary = summary_line(counts["new"], counts["removed"], counts["reused"])
     return Embedded([shown[p] for p in order], embeddings, [(shown[p], r) for p, r in failed.items()], summary)
 
 

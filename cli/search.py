@@ -3,7 +3,8 @@
     python -m clip_suite search --model FILE [--model-2 FILE] (--text QUERY | --image FILE) [--top K]
         [--index FILE] [--out CSV] IMAGE_OR_DIR...
 
-Prints ``cosine  path`` lines, best first (or writes a CSV: rank, cosine, path). Image embeddings are
+Prints ``cosine  path`` lines for every image (``--top K``: the K best), best first, or writes a CSV
+(rank, cosine, path). Image embeddings are
 kept in an index (``embed_images``), so a later search embeds only new or changed images; the run ends
 with one line on stderr: ``index: N new, M removed, K reused``. Unreadable images are listed on stderr
 and skipped; exit code 2 only for bad arguments or a model that cannot embed images.
@@ -19,10 +20,11 @@ import torch
 
 from ..clip_impl.image_batches import read_pixels
 from ..clip_impl.similarity import pixel_embeddings, prepare_prompt, scoring_towers, text_embedding
-from .embed_images import add_index_options, add_model_options, check_out, embed_folders, load_model, report_failed
+from .embed_images import (
+    add_index_options, add_model_options, check_out, embed_folders, load_model, one_thread, report_failed,
+)
 
 CSV_COLUMNS = ("rank", "cosine", "path")
-DEFAULT_TOP = 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="rank images by similarity to this text")
     query.add_argument("--image", metavar="FILE", help="rank images by similarity to this image")
-    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
-                   help=f"list the K best images (default {DEFAULT_TOP}; 0 lists every image)")
+    p.add_argument("--top", type=int, default=0, metavar="K",
+                   help="list only the K best images (default: every image, best first)")
     add_index_options(p)
     p.add_argument("--out", help="write a CSV (rank, cosine, path) instead of printing ('-' for stdout)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
@@ -53,12 +55,13 @@ def query_embedding(model, args) -> torch.Tensor:
 
 def run(args) -> int:
     if args.top < 0:
-        raise ValueError(f"--top {args.top}: give 0 (every image) or more")
+        raise ValueError(f"--top {args.top}: give the number of images to list (0 or no --top: every image)")
     if args.text is not None:
         prepare_prompt(args.text)  # refuse an empty query before loading anything
     check_out(args.out)
     model, _name = load_model(args)
-    query = query_embedding(model, args)
+    with one_thread():
+        query = query_embedding(model, args)
     found = embed_folders(args, model, args.images)
     cosines = (found.embeddings @ query.to(found.embeddings.dtype)).tolist() if found.paths else []
     order = sorted(range(len(cosines)), key=lambda i: (-cosines[i], found.paths[i]))

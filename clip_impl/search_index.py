@@ -156,9 +156,10 @@ class EmbeddingIndex:
             raise ValueError(f"holds {tuple(emb.shape)} embeddings for {len(rows)} entries")
         if _crc(emb, meta["entries"]) != crc:
             raise ValueError("fails its checksum (corrupt)")
-        entries = {}
-        for (p, size, mtime), row in zip(rows, emb):
-            entries[p] = Entry(int(size), int(mtime), row)
+        try:
+            entries = {str(p): Entry(int(size), int(mtime), row) for (p, size, mtime), row in zip(rows, emb)}
+        except (ValueError, TypeError) as e:  # a list of something else than [path, size, mtime]
+            raise ValueError(f"has broken metadata ({e})") from e
         return cls(fingerprint, entries)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -259,9 +260,13 @@ class Refresh:
     changed: bool = False  # whether the index differs from what was read (then save it)
 
     def summary(self) -> str:
-        """``index: N new, M removed, K reused`` (and the unreadable count when there are any)."""
-        line = f"index: {self.new} new, {self.removed} removed, {self.reused} reused"
-        return line + (f", {len(self.failed)} unreadable" if self.failed else "")
+        """``index: N new, M removed, K reused``."""
+        return summary_line(self.new, self.removed, self.reused)
+
+
+def summary_line(new: int, removed: int, reused: int) -> str:
+    """The one line that says what an index update did: ``index: N new, M removed, K reused``."""
+    return f"index: {new} new, {removed} removed, {reused} reused"
 
 
 def refresh(

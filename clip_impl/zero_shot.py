@@ -129,7 +129,9 @@ class ZeroShotResult:
         return "\n".join(lines)
 
 
-def probabilities(image_embeds: torch.Tensor, classifier: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+def probabilities(
+    image_embeds: torch.Tensor, classifier: torch.Tensor, factor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, cosines), both (B, L): softmax over labels of ``factor * cos``.
 
     ``image_embeds`` (B, P) and ``classifier`` (L, P) are L2-normalised."""
@@ -160,5 +162,6 @@ def classify_embeddings(
     factor, source = logit_factor(model)
     probs, cos = probabilities(image_embeds, classifier, factor)
     return ZeroShotResult(
-        list(labels), list(templates), probs.cpu(), cos.cpu(), factor, source, model.vision.config.name, list(notes or [])
+        list(labels), list(templates), probs.cpu(), cos.cpu(), factor, source, model.vision.config.name,
+        list(notes or []),
     )

@@ -152,7 +152,7 @@ def test_planted_near_duplicates_found_and_no_false_pairs(model_file, planted, t
     off = ~torch.eye(len(paths), dtype=torch.bool)
     assert cos[same & off].min().item() > 0.97 and cos[~same & off].max().item() < 0.9
 
-    # Printed form, from the index this time; a higher threshold splits nothing here, a low one merges.
+    # Printed form, from the index this time; a threshold near -1 links every image into one group.
     assert main(["duplicates", "--model", str(path), str(folder)]) == 0
     printed = capsys.readouterr()
     assert printed.err.strip().splitlines()[-1] == "index: 0 new, 0 removed, 44 reused"

@@ -43,7 +43,7 @@ def folder(tmp_path, monkeypatch):
 
 
 def _search(capsys, model, *args):
-    code = main(["search", "--model", str(model), "--top", "0", *map(str, args)])
+    code = main(["search", "--model", str(model), *map(str, args)])
     out = capsys.readouterr()
     lines = [line.split("  ", 1) for line in out.out.splitlines()]
     return code, [(float(c), p) for c, p in lines], out.err.strip().splitlines()
@@ -122,14 +122,15 @@ def test_top_k_and_csv(vision_dir, folder, tmp_path, capsys):
     assert [r["path"] for r in rows] == [p for _, p in ranked[:7]]
     assert capsys.readouterr().err.strip().splitlines()[-1] == "index: 0 new, 0 removed, 100 reused"
     assert main(["search", "--model", str(model), "--text", "a dog", str(folder / "night")]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 20, "20 by default"
+    assert [line.split("  ", 1)[1] for line in capsys.readouterr().out.splitlines()] == [p for _, p in ranked]
 
 
 def test_bad_index_files_are_rebuilt(vision_dir, folder, tmp_path, capsys):
     small = folder / "night"
     index = tmp_path / "my.index"
     model = vision_dir / "clip_hf.safetensors"
-    assert _search(capsys, model, "--index", index, "--text", "a", small)[2][-1] == "index: 100 new, 0 removed, 0 reused"
+    first = _search(capsys, model, "--index", index, "--text", "a", small)
+    assert first[2][-1] == "index: 100 new, 0 removed, 0 reused"
     good = index.read_bytes()
     cases = {
         "truncated": good[: len(good) // 2],
@@ -173,6 +174,13 @@ def test_unreadable_images_and_bad_arguments(vision_dir, folder, capsys):
     empty = folder / "empty_dir"
     empty.mkdir()
     assert main(["search", "--model", str(model), "--text", "a", str(empty)]) == 2
+    assert main(["search", "--model", str(model), "--text", "a", "--index", str(empty), str(folder / "night")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    # An index that cannot be written: the search still answers, and says the next run pays for it.
+    blocked = folder / "notes.txt" / "index"
+    code, ranked, err = _search(capsys, model, "--index", blocked, "--text", "a", folder / "night")
+    assert code == 0 and len(ranked) == 100 and "warning: cannot write the index" in err[0]
+    assert err[-1] == "index: 100 new, 0 removed, 0 reused"
 
 
 def test_default_index_per_folder_respects_xdg(tmp_path, monkeypatch):

@@ -57,6 +57,10 @@ def _images(n=6, seed=0):
     return torch.stack([torch.rand(70, 60, 3, generator=g) for _ in range(n)])
 
 
+def _load(model, model_2="none"):
+    return NODES["ClipSuiteLoader"]().load(model, model_2, "auto", "auto", "cpu")["result"][0]
+
+
 def _max_diff(a, b) -> float:
     return (torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)).abs().max().item()
 
@@ -79,7 +83,7 @@ def test_library_and_node_equal_transformers(clip_files, models_host, layout, te
     assert diff <= TOL, f"{shape} {layout} {templates}: max |ours - transformers| = {diff:.2e}"
     assert result.factor == pytest.approx(np.exp(fcm.LOGIT_SCALE), rel=1e-6)
 
-    clip = NODES["ClipSuiteLoader"]().load(f"checkpoints/clip_{layout}.safetensors", "none", "auto", "auto", "cpu")["result"][0]
+    clip = _load(f"checkpoints/clip_{layout}.safetensors")
     out = NODES["ClipSuiteZeroShot"]().classify(clip, images, "\n".join(LABELS), " | ".join(temps))
     label, prob, index, report = out["result"]
     best = want.argmax(dim=-1).tolist()
@@ -96,8 +100,7 @@ def test_text_encoder_and_clip_vision_pair_use_100(clip_files, models_host):
     _shape, ref_model, _root = clip_files
     images = _images(3, seed=1)
     want = fcm.reference_probabilities(ref_model, images, LABELS, TEMPLATES["three"], factor=100.0)
-    clip = NODES["ClipSuiteLoader"]().load("text_encoders/text.safetensors", "clip_vision/vision.safetensors",
-                                          "auto", "auto", "cpu")["result"][0]
+    clip = _load("text_encoders/text.safetensors", "clip_vision/vision.safetensors")
     label, prob, index, report = NODES["ClipSuiteZeroShot"]().classify(
         clip, images, "\n".join(LABELS), " | ".join(TEMPLATES["three"])
     )["result"]
@@ -187,7 +190,7 @@ def test_label_and_template_rules():
 
 
 def test_node_refuses_bad_labels_and_templates(clip_files, models_host):
-    clip = NODES["ClipSuiteLoader"]().load("checkpoints/clip_hf.safetensors", "none", "auto", "auto", "cpu")["result"][0]
+    clip = _load("checkpoints/clip_hf.safetensors")
     node = NODES["ClipSuiteZeroShot"]()
     with pytest.raises(ValueError, match="at least 2 labels.*found only 'cat'"):
         node.classify(clip, _images(1), "cat\n\n", "a photo of {}.")
