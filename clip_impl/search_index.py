@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from .image_batches import embed_image_files
 from .model import ClipModel
 from .similarity import scoring_towers
 
@@ -286,8 +287,6 @@ def refresh(
     every ``save_every`` seconds while embedding (the caller saves at the end when ``changed``);
     ``progress(n)`` after each batch of ``n`` files.
     """
-    from .image_batches import embed_image_files
-
     out = Refresh()
     wanted = set(paths)
     stale = [p for p in index.entries if p not in wanted and (in_scope(p) or not os.path.exists(p))]
