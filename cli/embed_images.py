@@ -42,7 +42,7 @@ def add_index_options(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def one_thread():
-    """Run a tiny job (one query: a few tokens, or one image) on one CPU thread, then restore the count.
+    """Run a tiny job (a text query of a few tokens) on one CPU thread, then restore the count.
 
     Why: each torch op on a few rows still wakes the whole intra-op thread pool, and on a busy machine every
     wake-up waits for a time slice: one short text query took 2.6-4.6 s on 2 threads and 0.3-0.4 s on 1 with

@@ -44,7 +44,8 @@ def query_embedding(model, args) -> torch.Tensor:
     """The query's L2-normalised embedding (P,): the text's (weighting syntax removed, as ``score`` does)
     or the image's. ValueError naming the query when it cannot be used."""
     if args.text is not None:
-        return text_embedding(model, prepare_prompt(args.text))
+        with one_thread():  # a few tokens: the thread pool's wake-ups cost more than they give
+            return text_embedding(model, prepare_prompt(args.text))
     _, vision = scoring_towers(model)
     try:
         pixels = read_pixels(args.image, vision.config.image_size, vision.device, vision.compute_dtype)
@@ -60,8 +61,7 @@ def run(args) -> int:
         prepare_prompt(args.text)  # refuse an empty query before loading anything
     check_out(args.out)
     model, _name = load_model(args)
-    with one_thread():
-        query = query_embedding(model, args)
+    query = query_embedding(model, args)
     found = embed_folders(args, model, args.images)
     cosines = (found.embeddings @ query.to(found.embeddings.dtype)).tolist() if found.paths else []
     order = sorted(range(len(cosines)), key=lambda i: (-cosines[i], found.paths[i]))
