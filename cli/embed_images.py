@@ -92,6 +92,7 @@ class Group:
 
     index_path: str
     paths: list[str] = field(default_factory=list)  # absolute
+    members: set = field(default_factory=set)  # the same, for lookups
     folders: list[str] = field(default_factory=list)
     files: set = field(default_factory=set)
 
@@ -124,8 +125,9 @@ def plan_groups(inputs: list[str], index: str | None) -> tuple[list[Group], dict
             absolute = os.path.abspath(path)
             if not is_dir:
                 group.files.add(absolute)
-            if absolute not in shown:  # an image reached twice (a folder and a file in it) is listed once
-                shown[absolute] = path
+            shown.setdefault(absolute, path)  # an image reached twice (a folder and a file in it) is listed once
+            if absolute not in group.members:  # each index keeps all of its own images, so none looks deleted
+                group.members.add(absolute)
                 group.paths.append(absolute)
     return list(groups.values()), shown
 
@@ -139,7 +141,7 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
         raise ValueError(f"--index {args.index} is a folder; give the name of the index file to use or create")
     groups, shown = plan_groups(inputs, args.index)
     unwritable: set = set()
-    total = sum(len(g.paths) for g in groups)
+    total = sum(len(g.paths) for g in groups)  # an image in two groups is counted (and looked up) twice
     if total == 0:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(inputs)}")
     fingerprint = model_fingerprint(model)
@@ -172,7 +174,7 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
             failed.update(done.failed)
     finally:
         progress.close()
-    order = [p for g in groups for p in g.paths if p in found]
+    order = list(dict.fromkeys(p for g in groups for p in g.paths if p in found))
     dim = scoring_dim(model)
     embeddings = torch.stack([found[p] for p in order]) if order else torch.zeros(0, dim)
     summary = summary_line(counts["new"], counts["removed"], counts["reused"])

@@ -123,6 +123,9 @@ def test_top_k_and_csv(vision_dir, folder, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "index: 0 new, 0 removed, 100 reused"
     assert main(["search", "--model", str(model), "--text", "a dog", str(folder / "night")]) == 0
     assert [line.split("  ", 1)[1] for line in capsys.readouterr().out.splitlines()] == [p for _, p in ranked]
+    # A file named beside its folder is listed once, from the folder's index.
+    code, again, err = _search(capsys, model, "--text", "a dog", folder / "night", folder / "night" / "img_000.png")
+    assert again == ranked and err[-1] == "index: 0 new, 0 removed, 100 reused"
 
 
 def test_bad_index_files_are_rebuilt(vision_dir, folder, tmp_path, capsys):
