@@ -2,6 +2,7 @@
 index (default location, incremental update, other model, truncated/corrupt files, SIGKILL mid-index)."""
 
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -227,3 +228,24 @@ def test_sigkill_mid_index_leaves_a_usable_index(vision_dir, folder, tmp_path, c
     assert code == 0 and len(ranked) == 300
     assert err[-1] == f"index: {300 - kept} new, 0 removed, {kept} reused"
     assert not list(tmp_path.glob("killed.index.*.tmp")), "temp files of killed writers are cleaned up"
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (the progress bar is drawn only there)."""
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_on_a_terminal_only(vision_dir, folder, monkeypatch, capsys):
+    model = vision_dir / "clip_hf.safetensors"
+    night = folder / "night"
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["search", "--model", str(model), "--text", "a", "--top", "1", str(night)]) == 0
+    assert main(["classify", "--model", str(model), "--labels", "a,b", "--out", "-", str(night)]) == 0
+    drawn = terminal.getvalue()
+    assert "\rindexing [" in drawn and "100/100" in drawn and "\rclassifying [" in drawn
+    monkeypatch.undo()
+    assert main(["search", "--model", str(model), "--text", "a", "--top", "1", str(night)]) == 0
+    assert "indexing [" not in capsys.readouterr().err
