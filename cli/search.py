@@ -4,9 +4,8 @@
         [--index FILE] [--out CSV] IMAGE_OR_DIR...
 
 Prints ``cosine  path`` lines for every image (``--top K``: the K best), best first, or writes a CSV
-(rank, cosine, path). Image embeddings are
-kept in an index (``embed_images``), so a later search embeds only new or changed images; the run ends
-with one line on stderr: ``index: N new, M removed, K reused``. Unreadable images are listed on stderr
+(rank, cosine, path). Image embeddings are kept in an index (``embed_images``), so a later search embeds
+only new or changed images; the run ends with one line on stderr: ``index: N new, M removed, K reused``. Unreadable images are listed on stderr
 and skipped; exit code 2 only for bad arguments or a model that cannot embed images.
 """
 

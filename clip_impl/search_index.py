@@ -308,7 +308,7 @@ def refresh(
         else:
             out.embeddings[p] = found
             out.reused += 1
-    if progress is not None and out.reused:
+    if progress is not None and (out.reused or out.failed):
         progress(out.reused + len(out.failed))
     last_save = time.monotonic()
     for batch in embed_image_files(model, todo, batch_size):

@@ -5,7 +5,8 @@
 - Text embeddings: the projected pooled vector of the text tower paired with the vision tower (its final
   layer after LayerNorm at the first EOS), L2-normalised. The prompt is scored as the words the user meant
   (DESIGN 3): weighting syntax, BREAK and ``embedding:`` references are removed, and it is truncated to
-  75 tokens (77 with start and end), with a note when that cuts words off. Cached per prompt.
+  75 tokens (77 with start and end), with a note when that cuts words off. Cached per prompt; many prompts
+  (zero-shot labels) are encoded in batches that stop at the longest prompt's EOS.
 - Scales: ``clipscore_100`` = max(100 cos, 0) (torchmetrics' CLIPScore, per image), ``clipscore_2_5`` =
   2.5 max(cos, 0) (the CLIPScore paper), ``cosine`` = cos.
 """
