@@ -1,4 +1,4 @@
-"""Command line: ``python -m clip_suite encode|tokens|score ...`` (the console script ``clip-suite`` too).
+"""Command line: ``python -m clip_suite encode|tokens|score|classify|search|duplicates ...`` (the console script ``clip-suite`` too).
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` (its docstring is the
 subcommand's help) and ``run(args) -> exit code``; :data:`SUBCOMMANDS` is the one fixed table of them.
@@ -12,14 +12,20 @@ import argparse
 import logging
 import sys
 
-from . import encode, score, tokens
+from . import classify, duplicates, encode, score, search, tokens
 
-SUBCOMMANDS = {"encode": encode, "tokens": tokens, "score": score}
+SUBCOMMANDS = {
+    "encode": encode, "tokens": tokens, "score": score,
+    "classify": classify, "search": search, "duplicates": duplicates,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(prog="python -m clip_suite", description="CLIP text encoding and scoring")
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_suite",
+        description="CLIP text encoding, image scoring, zero-shot labels, image search and de-duplication",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in SUBCOMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.add_arguments.__doc__))

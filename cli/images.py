@@ -29,8 +29,8 @@ def collect_images(paths: list[str]) -> list[str]:
 class Progress:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
-    def __init__(self, total: int, stream=None):
-        self.total, self.done = total, 0
+    def __init__(self, total: int, stream=None, label: str = "scoring"):
+        self.total, self.done, self.label = total, 0, label
         self.stream = stream or sys.stderr
         self.enabled = total > 0 and self.stream.isatty()
 
@@ -39,7 +39,7 @@ class Progress:
         if self.enabled:
             width = max(10, min(40, shutil.get_terminal_size().columns - 30))
             filled = width * self.done // self.total
-            self.stream.write(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
             self.stream.flush()
 
     def close(self) -> None:

@@ -5,7 +5,8 @@
 - Text embeddings: the projected pooled vector of the text tower paired with the vision tower (its final
   layer after LayerNorm at the first EOS), L2-normalised. The prompt is scored as the words the user meant
   (DESIGN 3): weighting syntax, BREAK and ``embedding:`` references are removed, and it is truncated to
-  75 tokens (77 with start and end), with a note when that cuts words off. Cached per prompt.
+  75 tokens (77 with start and end), with a note when that cuts words off. Cached per prompt; many prompts
+  (zero-shot labels) are encoded in batches that stop at the longest prompt's EOS.
 - Scales: ``clipscore_100`` = max(100 cos, 0) (torchmetrics' CLIPScore, per image), ``clipscore_2_5`` =
   2.5 max(cos, 0) (the CLIPScore paper), ``cosine`` = cos (HPS v2's score), ``logit`` = exp(logit_scale) cos,
   the model's own logit (PickScore's score; transformers' ``logits_per_image``). On ``logit`` the report
@@ -100,20 +101,45 @@ def scoring_towers(model: ClipModel):
 
 def text_embedding(model: ClipModel, prompt: ScoringPrompt, cache: ByteLRUCache | None = TEXT_CACHE) -> torch.Tensor:
     """The L2-normalised projected text embedding (P,) float32 of a prepared prompt."""
+    return _embed_prompts(model, [prompt], cache, 1)[0]
+
+
+def text_embeddings(
+    model: ClipModel, prompts: list[ScoringPrompt], cache: ByteLRUCache | None = TEXT_CACHE, batch_size: int = 32
+) -> torch.Tensor:
+    """L2-normalised projected text embeddings (N, P) float32 of prepared prompts, in order.
+
+    Cached per (text tower, token ids): prompts found in ``cache`` are not encoded again; the others are
+    encoded ``batch_size`` rows at a time (each row is its own 77-token sequence, so batching changes
+    nothing but speed).
+    """
+    if not prompts:
+        raise ValueError("no prompts to embed")
+    return torch.stack(_embed_prompts(model, prompts, cache, batch_size))
+
+
+def _embed_prompts(model: ClipModel, prompts, cache, batch_size: int) -> list[torch.Tensor]:
+    """One (P,) embedding per prompt: the cached tensors themselves where found."""
     tower, _ = scoring_towers(model)
-    key = (tower.cache_id, prompt.ids)
-    found = cache.get(key) if cache is not None else None
-    if found is not None:
-        return found
-    row = [BOS_ID, *prompt.ids, EOS_ID]
-    row += [tower.config.pad_id] * (tower.config.positions - len(row))
-    ids = torch.tensor([row], dtype=torch.long)
-    with torch.inference_mode():
-        out = tower(ids, tower.config.layers, layer_norm_hidden=False, project=True)
-    emb = F.normalize(out.pooled.float(), dim=-1)[0]
-    if cache is not None:
-        cache.put(key, emb)
-    return emb
+    keys = [(tower.cache_id, p.ids) for p in prompts]
+    found = {k: cache.get(k) for k in dict.fromkeys(keys)} if cache is not None else {k: None for k in keys}
+    missing = [k for k, v in found.items() if v is None]
+    for start in range(0, len(missing), batch_size):
+        part = missing[start : start + batch_size]
+        # Only the pooled vector is used, at each row's first EOS, and attention is causal: positions after
+        # the longest row's EOS change nothing, so the batch stops there ("a dog" runs 4 positions, not 77).
+        width = max(len(ids) for _, ids in part) + 2
+        rows = []
+        for _, ids in part:
+            row = [BOS_ID, *ids, EOS_ID]
+            rows.append(row + [tower.config.pad_id] * (width - len(row)))
+        with torch.inference_mode():
+            out = tower(torch.tensor(rows, dtype=torch.long), tower.config.layers, layer_norm_hidden=False, project=True)
+        for key, emb in zip(part, F.normalize(out.pooled.float(), dim=-1)):
+            found[key] = emb.clone()  # a row of its own, so a cache entry does not keep the batch alive
+            if cache is not None:
+                cache.put(key, found[key])
+    return [found[k] for k in keys]
 
 
 def image_embeddings(model: ClipModel, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:

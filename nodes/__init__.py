@@ -6,6 +6,7 @@ from .lora import ClipSuiteLoraLoader
 from .prompt_tokens import ClipSuitePromptTokens
 from .similarity import ClipSuiteImageTextSimilarity, ClipSuiteSelectBest
 from .text_encode import ClipSuiteTextEncode, ClipSuiteTextEncodeSDXL
+from .zero_shot import ClipSuiteZeroShot
 
 NODE_CLASS_MAPPINGS = {
     "ClipSuiteLoader": ClipSuiteLoader,
@@ -16,6 +17,7 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuiteImageTextSimilarity": ClipSuiteImageTextSimilarity,
     "ClipSuiteSelectBest": ClipSuiteSelectBest,
     "ClipSuiteAestheticScore": ClipSuiteAestheticScore,
+    "ClipSuiteZeroShot": ClipSuiteZeroShot,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
@@ -26,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
     "ClipSuiteAestheticScore": "Aesthetic Score (CLIP)",
+    "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
 }
 
 # The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).

@@ -1,6 +1,6 @@
 // CLIP Suite web extension: on our nodes, a live token/chunk counter per prompt widget (from the pack's own
 // tokenizer, POST /clip_suite/tokens), the layer that clip_skip selects on the model of the last run, the
-// last run's status, and per-image scores on the similarity nodes.
+// last run's status, per-image scores on the similarity nodes and the report of the zero-shot node.
 // Everything lives in one panel widget placed after the node's real widgets (see placeLast: a display
 // widget anywhere else would corrupt saved workflows in this frontend). Hooks are wrapped, never replaced.
 // On a page without our nodes nothing happens beyond patching our node types' prototypes.
@@ -10,12 +10,14 @@ import { api } from "../../scripts/api.js";
 import {
   ENCODE_NODES,
   PROMPT_WIDGETS,
+  REPORT_NODES,
   SCORE_NODES,
   clipSkipBadge,
   clipSkipLines,
   debounce,
   formatChunkLines,
   formatCount,
+  formatReport,
   formatScores,
   panelHeight,
   placeLast,
@@ -29,7 +31,7 @@ const LINE_HEIGHT = 15;
 const PADDING = 6;
 const MARGIN = 6; // the frontend shrinks a DOM widget's element by this on each side
 const OPTION_WIDGETS = ["chunking", "comma_backtrack", "weighting"];
-const OUR_NODES = new Set([...Object.keys(PROMPT_WIDGETS), ...SCORE_NODES]);
+const OUR_NODES = new Set([...Object.keys(PROMPT_WIDGETS), ...SCORE_NODES, ...REPORT_NODES]);
 
 const STYLE = `
 .clip-suite-info { font: 11px/${LINE_HEIGHT}px monospace; color: var(--input-text, #ddd);
@@ -148,6 +150,10 @@ function render(node) {
     if (state.scores) rows.push(...formatScores(state.scores).map((t) => line(t)));
     else rows.push(line("scores show here after a run", "cs-dim"));
   }
+  if (REPORT_NODES.includes(node.comfyClass)) {
+    if (state.report) rows.push(...formatReport(state.report).map((t) => line(t, t.startsWith("note:") ? "cs-dim" : "")));
+    else rows.push(line("labels show here after a run", "cs-dim"));
+  }
   state.el.replaceChildren(...rows);
   if (rows.length !== state.lineCount) {
     state.lineCount = rows.length;
@@ -209,7 +215,7 @@ function watch(w, onChange) {
 
 function setup(node) {
   const names = (PROMPT_WIDGETS[node.comfyClass] ?? []).filter((n) => widget(node, n));
-  node.clipSuite = { counters: {}, model: null, status: null, scores: null, lineCount: 1, el: null };
+  node.clipSuite = { counters: {}, model: null, status: null, scores: null, report: null, lineCount: 1, el: null };
   for (const name of names) {
     const counter = { report: null, error: null, open: false, seq: 0, sameAs: null };
     counter.schedule = debounce(() => count(node, name), TYPING_DELAY_MS);
@@ -256,6 +262,7 @@ app.registerExtension({
       if (message?.clip_suite?.[0]) state.model = message.clip_suite[0];
       if (ENCODE_NODES.includes(this.comfyClass) && message?.text?.[0]) state.status = message.text[0];
       if (Array.isArray(message?.scores)) state.scores = message.scores;
+      if (REPORT_NODES.includes(this.comfyClass) && message?.text?.[0]) state.report = message.text[0];
       render(this);
     });
     wrap(nodeType.prototype, "onRemoved", function () {

@@ -16,6 +16,9 @@ export const PROMPT_WIDGETS = {
 /** Our nodes that report per-image scores after a run ({"ui": {"text": [...], "scores": [...]}}). */
 export const SCORE_NODES = ["ClipSuiteImageTextSimilarity", "ClipSuiteSelectBest", "ClipSuiteAestheticScore"];
 
+/** Our nodes whose report (ui "text") is shown on the node after a run, a few lines of it. */
+export const REPORT_NODES = ["ClipSuiteZeroShot"];
+
 /** Our encode nodes: they report the model family and layers after a run (ui "clip_suite"). */
 export const ENCODE_NODES = ["ClipSuiteTextEncode", "ClipSuiteTextEncodeSDXL"];
 
@@ -167,6 +170,17 @@ export function formatScores(scores, limit = 16) {
   });
   if (values.length > limit) lines.push(`… ${values.length - limit} more`);
   return lines;
+}
+
+/**
+ * The first `limit` lines of a node's report (e.g. the zero-shot table: a header, the logit factor, then
+ * "#i: label p, label p, label p" per image), and a count of the rest.
+ */
+export function formatReport(text, limit = 18) {
+  const lines = String(text ?? "").split("\n").filter((t) => t.length > 0);
+  if (lines.length === 0) return ["no report"];
+  if (lines.length <= limit) return lines;
+  return [...lines.slice(0, limit), `… ${lines.length - limit} more lines (see the report output)`];
 }
 
 // ------------------------------------------------------------------------------------------ widgets

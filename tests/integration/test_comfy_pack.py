@@ -17,6 +17,7 @@ OUR_NODES = {
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
     "ClipSuiteAestheticScore": "Aesthetic Score (CLIP)",
+    "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
 }
 
 

@@ -214,6 +214,19 @@ describe("scores", () => {
   });
 });
 
+describe("reports", () => {
+  it("shows a report's lines, skipping blank ones, and counts what does not fit", () => {
+    const report = "CLIP zero-shot: 2 images, 3 labels\nlogits = cosine x 100\n  #0: cat 0.9000, dog 0.0800, fox 0.0200\n\n  #1: dog 0.5000, cat 0.3000, fox 0.2000";
+    assert.deepEqual(h.formatReport(report), report.split("\n").filter((t) => t));
+    const long = Array.from({ length: 30 }, (_, i) => `line ${i}`).join("\n");
+    const lines = h.formatReport(long, 18);
+    assert.equal(lines.length, 19);
+    assert.equal(lines.at(-1), "… 12 more lines (see the report output)");
+    assert.deepEqual(h.formatReport(""), ["no report"]);
+    assert.ok(h.REPORT_NODES.includes("ClipSuiteZeroShot"));
+  });
+});
+
 describe("module", () => {
   it("imports nothing (ComfyUI loads it in the page; node runs it here)", () => {
     const source = readFileSync(new URL("../../web/clip_suite_helpers.js", import.meta.url), "utf8");

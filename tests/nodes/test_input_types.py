@@ -33,6 +33,9 @@ CONTRACT = {
         "Keep Best Images (CLIP score)", ["clip", "images", "text", "top_k", "min_score", "scale"], ("IMAGE", "FLOAT")
     ),
     "ClipSuiteAestheticScore": ("Aesthetic Score (CLIP)", ["clip", "images", "head"], ("FLOAT", "FLOAT", "INT", "STRING")),
+    "ClipSuiteZeroShot": (
+        "Classify Images (CLIP zero-shot)", ["clip", "images", "labels", "template"], ("STRING", "FLOAT", "INT", "STRING")
+    ),
 }
 # Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
 OPTIONAL = {
@@ -48,6 +51,7 @@ OUTPUT_NAMES = {
     "ClipSuiteImageTextSimilarity": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
     "ClipSuiteSelectBest": (("images", "scores"), (False, True)),
     "ClipSuiteAestheticScore": (("scores", "mean", "best_index", "report"), (True, False, False, False)),
+    "ClipSuiteZeroShot": (("label", "probability", "label_index", "report"), (True, True, True, False)),
 }
 ENUMS = {
     "architecture": (["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"], "auto"),
@@ -68,7 +72,11 @@ INTS = {  # name: (default, min, max)
     "top_k": (1, 1, 4096),
 }
 FLOATS = {"min_score": (0.0, -1.0, 100.0)}  # name: (default, min, max)
-TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE"}
+TYPES = {
+    "clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE",
+    "labels": "STRING",
+}
+LINE_STRINGS = {"template": "a photo of {}."}  # one-line STRING inputs: name -> default
 
 
 def test_contract_ids_and_display_names():
@@ -110,6 +118,9 @@ def test_input_types_valid(node_id, standalone):
             default, lo, hi = FLOATS[name]
             assert kind == "FLOAT" and (opts["default"], opts["min"], opts["max"]) == (default, lo, hi), name
             assert 0 < opts["step"] <= 0.01, "fine enough for cosine thresholds"
+        elif name in LINE_STRINGS:
+            assert kind == "STRING" and opts["default"] == LINE_STRINGS[name] and not opts.get("multiline"), name
+            assert opts.get("dynamicPrompts") is False, "the frontend's {a|b} random choice must not touch it"
         elif name in TYPES:
             assert kind == TYPES[name], name
             if kind == "STRING":
