@@ -198,19 +198,15 @@ class EmbeddingLibrary:
     def find(self, name: str) -> Path | None:
         """ComfyUI's lookup: ``name`` (maybe with a subfolder and extension) inside one of the folders."""
         for folder in self._all_folders():
-            try:
-                root = folder.resolve()
-                candidate = (root / name).resolve()
-            except (OSError, RuntimeError):  # a link loop on the way: no such embedding here
+            # A lexical check, as ComfyUI's: the name may not climb out of the folder ("../../secret"),
+            # while links inside it are followed wherever they point (reading them then says what they are).
+            root = os.path.abspath(folder)
+            candidate = os.path.normpath(os.path.join(root, name))
+            if os.path.commonpath([root, candidate]) != root or candidate == root:
                 continue
-            if root != candidate and root not in candidate.parents:
-                continue  # never leave the embeddings folder ("../../secret")
-            if candidate.is_file():
-                return candidate
-            for ext in EXTENSIONS:
-                with_ext = candidate.with_name(candidate.name + ext)
-                if with_ext.is_file():
-                    return with_ext
+            for path in [candidate] + [candidate + ext for ext in EXTENSIONS]:
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    return Path(path)
         return None
 
     def _all_folders(self) -> list[Path]:
