@@ -66,8 +66,9 @@ def prompt_from_image(img) -> FoundPrompt:
         text = prompt_from_parameters(params[:MAX_PARAMETERS_CHARS])
         if text:
             text, note = _cap(text)
-            if cut and not note:
-                note = f"the A1111 parameters are {len(params):,} characters; only the first {MAX_PARAMETERS_CHARS:,} were read"
+            if cut:
+                read = f"only the first {MAX_PARAMETERS_CHARS:,} of {len(params):,} characters of A1111 parameters were read"
+                note = f"{read}; {note}" if note else read
             return FoundPrompt(text, "a1111", "a1111", note)
         reason = "the A1111 'parameters' metadata has an empty prompt"
     raise ValueError(reason)
