@@ -193,14 +193,10 @@ def read_lora(path: str | Path) -> TextEncoderLora:
 
 def _alpha(path: Path, name: str, t: torch.Tensor) -> float:
     """A module's alpha: one finite number (a scalar or a one-element tensor); ModelFileError otherwise."""
-    if t.numel() != 1:
-        raise ModelFileError(
-            f"LoRA {path}: {name}.alpha holds {t.numel()} values (shape {tuple(t.shape)}); alpha is one number. "
-            "The file is corrupt"
-        )
-    value = float(t.float().item()) if t.dtype != torch.bool else float(t.item())
-    if not math.isfinite(value):
-        raise ModelFileError(f"LoRA {path}: {name}.alpha is {value}; alpha must be a finite number. The file is corrupt")
+    value = float(t.float().item()) if t.numel() == 1 else None
+    if value is None or not math.isfinite(value):
+        what = f"is {value}" if value is not None else f"holds {t.numel()} values (shape {tuple(t.shape)})"
+        raise ModelFileError(f"LoRA {path}: {name}.alpha {what}; alpha is one finite number. The file is corrupt")
     return value
 
 
