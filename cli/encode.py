@@ -10,14 +10,14 @@ from ..clip_impl.clip_skip import APPLIES_TO
 from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodeSettings
 from ..clip_impl.loading import ARCHITECTURES
 from ..clip_impl.tower_build import PRECISIONS
-from .options import add_chunk_options, load_embeddings
+from .options import add_chunk_options, load_embeddings, read_prompt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """encode a prompt to conditioning tensors (.safetensors)"""
     p.add_argument("--model", required=True, help="checkpoint, text encoder file or diffusers folder")
     p.add_argument("--model-2", help="second file (SDXL: clip_l + clip_g as two files)")
-    p.add_argument("--prompt", required=True, help="prompt (SDXL: for CLIP-G, and CLIP-L unless --prompt-l)")
+    p.add_argument("--prompt", required=True, help="prompt (SDXL: for CLIP-G, and CLIP-L unless --prompt-l); '-' reads it from standard input")
     p.add_argument("--prompt-l", help="SDXL: separate prompt for CLIP-L")
     p.add_argument("--clip-skip", type=int, default=0, metavar="K",
                    help="layers skipped beyond the model's native layer (0 = native; A1111 'Clip skip 2' on SD1.x = 1)")
@@ -36,6 +36,10 @@ def run(args) -> int:
     from ..clip_impl.encode import encode_prompt
     from ..clip_impl.loading import load_clip
 
+    if args.prompt == "-" and args.prompt_l == "-":
+        raise ValueError("--prompt - and --prompt-l -: standard input can give only one of them")
+    args.prompt = read_prompt(args.prompt)
+    args.prompt_l = read_prompt(args.prompt_l)
     paths = [args.model] + ([args.model_2] if args.model_2 else [])
     model = load_clip(paths, architecture=args.architecture, precision=args.precision)
     settings = EncodeSettings(

@@ -43,6 +43,7 @@ class LoadedImage:
     pixels: torch.Tensor | None
     error: str = ""  # empty on success; otherwise one line, without the path
     extra: object = None  # what ``read_extra`` returned (None when not given or the image failed to open)
+    notes: tuple[str, ...] = ()  # what loading did on the way (decoded at reduced size, 32-bit values scaled)
 
 
 log = logging.getLogger(__name__)
@@ -69,24 +70,24 @@ def _warm_up() -> bool:
 
 
 def load_one(index: int, path: str, size: int, read_extra: Callable | None = None, fit: str = "crop") -> tuple:
-    """(index, pixels as a numpy array (3, S, S) or None, error, extra) for one file; never raises for a bad
-    image (pillow raises many exception types on malformed files: each becomes that image's error).
+    """(index, pixels as a numpy array (3, S, S) or None, error, extra, notes) for one file; never raises for
+    a bad image (pillow raises many exception types on malformed files: each becomes that image's error).
     ``fit``: "crop" (CLIP's centre crop, ``preprocess_images``) or "pad" (HPS v2's, ``letterbox_images``)."""
-    extra = None
+    extra, notes = None, []
     try:
-        img = open_image(path)
+        img = open_image(path, notes)
         try:
             if read_extra is not None:
                 extra = read_extra(img)
-            tensor = image_to_tensor(img)
+            tensor = image_to_tensor(img, notes)
             pixels = (letterbox_images if fit == "pad" else preprocess_images)(tensor, size)[0]
         finally:
             img.close()
     except Exception as e:  # noqa: BLE001
         reason = str(e) if isinstance(e, ValueError) else f"cannot read the image ({type(e).__name__}: {e})"
-        return index, None, reason.replace(f"{path}: ", "", 1), extra
+        return index, None, reason.replace(f"{path}: ", "", 1), extra, tuple(notes)
     # numpy, not torch: a plain pickle through the pipe (torch would pass shared-memory file handles).
-    return index, pixels.numpy(), "", extra
+    return index, pixels.numpy(), "", extra, tuple(notes)
 
 
 class ImageLoader:
@@ -138,7 +139,7 @@ class ImageLoader:
                 # A worker died (killed for memory by a huge image, say): this image gets the error, the
                 # pool starts again and the images still pending are loaded anew. A pool that keeps dying
                 # (workers that cannot even start) is given up for loading in this process.
-                result = (index, None, "the process loading this image died (out of memory?)", None)
+                result = (index, None, "the process loading this image died (out of memory?)", None, ())
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 restarts += 1
                 again = [(i, p) for i, p, _ in pending] + list(following)
@@ -172,8 +173,8 @@ class ImageLoader:
 
 
 def _loaded(path: str, result: tuple) -> LoadedImage:
-    index, pixels, error, extra = result
-    return LoadedImage(index, path, None if pixels is None else torch.from_numpy(pixels), error, extra)
+    index, pixels, error, extra, notes = result
+    return LoadedImage(index, path, None if pixels is None else torch.from_numpy(pixels), error, extra, notes)
 
 
 def load_images(paths: list[str], size: int, workers: int | None = None, read_extra: Callable | None = None):

@@ -60,3 +60,18 @@ def load_embeddings(folder: str | None):
     from ..clip_impl.embeddings import EmbeddingLibrary
 
     return EmbeddingLibrary([folder])
+
+
+def read_prompt(value: str | None) -> str | None:
+    """A prompt argument: ``-`` reads the whole of standard input (for prompts too long for a command line,
+    whose arguments Linux caps at 128 KB each); undecodable bytes become U+FFFD; one trailing newline
+    (as ``echo`` adds) is dropped."""
+    if value != "-":
+        return value
+    import sys
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    text = data.decode("utf-8", "replace")
+    if text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    return text

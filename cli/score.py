@@ -7,14 +7,18 @@
         [--copy-to DIR [--min-score X] [--top-per-prompt K]] --out scores.csv IMAGE_OR_DIR...
 
 Folders are searched recursively for .png/.jpg/.jpeg/.webp (other files are skipped); files named on the
-command line are read whatever their suffix. CSV columns: path (as given or found), prompt, score (6
-decimals; empty on failure), model, error (empty on success), rank (1 = best among the images that share
-its prompt: these scores compare only within one prompt), truncated (yes when the prompt was cut to 75
-tokens, keeping the end-of-text token); then probability (``--scale logit``: softmax of the logits over
-the images sharing the prompt, PickScore's probability of being picked) and aesthetic (``--aesthetic``).
-An image that cannot be read, or has no prompt in its metadata, gets a row with the reason and the run goes
-on (exit code 0); bad arguments or a model that cannot score end the run with exit code 2. Images are
-decoded and resized in worker processes while the model runs (``cli/image_loader.py``). A progress bar
+command line are read whatever their suffix; anything but a regular file (a FIFO, a device) gets an error
+row. CSV columns: path (as given or found), prompt, score (6 decimals; empty on failure), model, error (the
+reason on failure; on success empty, or notes such as "note: the prompt was cut ..."), rank (1 = best among
+the images that share its prompt: these scores compare only within one prompt), truncated (yes when the
+prompt was cut to 75 tokens, keeping the end-of-text token); then probability (``--scale logit``: softmax of
+the logits over the images sharing the prompt, PickScore's probability of being picked) and aesthetic
+(``--aesthetic``). Cells are safe to open in a spreadsheet: text starting with = + - @ tab or CR gets a
+leading ', characters the output cannot encode are written as backslash escapes, and a cell holds at most
+8,192 characters (the rest is cut, and the cell says so). ``--prompt -`` reads the prompt from standard
+input. An image that cannot be read, or has no prompt in its metadata, gets a row with the reason and the
+run goes on (exit code 0); bad arguments or a model that cannot score end the run with exit code 2. Images
+are decoded and resized in worker processes while the model runs (``cli/image_loader.py``). A progress bar
 goes to stderr when it is a terminal; a summary line (count, mean, min, max) ends the run.
 """
 
@@ -25,7 +29,7 @@ import csv
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,7 +42,7 @@ from ..clip_impl.similarity import (
 from .copy_images import check_target, copy_files
 from .image_loader import ImageLoader, default_workers
 from .images import Progress, collect_images
-from .options import add_device_options, positive, resolve_device
+from .options import add_device_options, positive, read_prompt, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +85,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(score_parser=p)
 
 
-def metadata_prompt(img) -> tuple[str, str, str]:
-    """(prompt text, its weighting syntax, "") from an open image's metadata, or ("", "", reason).
-    Runs in the image loader's worker processes (module level, so they can import it)."""
+def metadata_prompt(img) -> tuple[str, str, str, str]:
+    """(prompt text, its weighting syntax, "", note) from an open image's metadata (note: e.g. the prompt was
+    cut), or ("", "", reason, ""). Runs in the image loader's worker processes (module level, so they can
+    import it)."""
     from ..clip_impl.image_metadata import prompt_from_image
 
     try:
         found = prompt_from_image(img)
     except ValueError as e:
-        return "", "", str(e)
-    return found.text, found.syntax, ""
+        return "", "", str(e), ""
+    return found.text, found.syntax, "", found.note
 
 
 @dataclass
@@ -106,9 +111,11 @@ class _Row:
     truncated: bool | None = None  # None: no prompt was scored
     rank: int | None = None
     probability: float | None = None
+    notes: list[str] = field(default_factory=list)  # what was done on the way (image reduced, prompt cut)
 
 
 def _check_arguments(args) -> None:
+    args.prompt = read_prompt(args.prompt)  # "-": standard input
     has_prompt = args.prompt is not None or args.prompts_from_metadata
     if not has_prompt and not args.aesthetic:
         args.score_parser.error("give --prompt TEXT or --prompts-from-metadata (CLIP score), or --aesthetic HEAD")
@@ -242,7 +249,7 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: 
     rows, ok, texts = [], [], []
     for item in batch:
         raw = fixed.text if fixed is not None else ""
-        row = _Row(item.path, raw, error=item.error)
+        row = _Row(item.path, raw, error=item.error, notes=list(item.notes))
         rows.append(row)
         if item.error:
             continue
@@ -252,10 +259,12 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: 
         try:
             prompt = fixed
             if prompt is None:
-                raw, syntax, reason = item.extra
+                raw, syntax, reason, note = item.extra
                 row.prompt = raw
                 if reason:
                     raise ValueError(reason)
+                if note:
+                    row.notes.append(note)
                 prompt = prepare_prompt(raw, syntax)
             texts.append((row, text_embedding(model, prompt)))
             row.truncated = prompt.truncated
@@ -315,13 +324,19 @@ def _fmt(value: float | None) -> str:
 
 def _write(rows: list[_Row], args, name: str, with_aesthetic: bool) -> None:
     columns = list(CSV_COLUMNS) + (["probability"] if args.scale == "logit" else []) + (["aesthetic"] if with_aesthetic else [])
-    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
+    # backslashreplace: a lone surrogate (undecodable file name bytes, "\\ud800" in metadata) is written as an
+    # escape instead of ending the run half-way.
+    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8", errors="backslashreplace")
+    encoding = getattr(out, "encoding", None) or "utf-8"
     try:
         writer = csv.writer(out)
         writer.writerow(columns)
         for r in rows:
             truncated = "" if r.truncated is None else ("yes" if r.truncated else "no")
-            line = [r.path, r.prompt, _fmt(r.score), name, r.error, "" if r.rank is None else r.rank, truncated]
+            error = r.error or "; ".join(f"note: {n}" for n in r.notes)
+            text = [safe_cell(c, encoding) for c in (_path_text(r.path), r.prompt)]
+            line = [*text, _fmt(r.score), safe_cell(name, encoding), safe_cell(error, encoding),
+                    "" if r.rank is None else r.rank, truncated]
             if args.scale == "logit":
                 line.append(_fmt(r.probability))
             if with_aesthetic:
@@ -330,6 +345,46 @@ def _write(rows: list[_Row], args, name: str, with_aesthetic: bool) -> None:
     finally:
         if out is not sys.stdout:
             out.close()
+
+
+MAX_CELL_CHARS = 8192
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(text: str, encoding: str = "utf-8") -> str:
+    """A CSV text cell that a spreadsheet shows as text and the output can encode.
+
+    Cut to MAX_CELL_CHARS (saying how long it was); characters ``encoding`` cannot hold (lone surrogates)
+    as backslash escapes; a leading = + - @ tab or CR (a formula to Excel/LibreOffice) behind a ``'``.
+    """
+    if len(text) > MAX_CELL_CHARS:
+        text = text[:MAX_CELL_CHARS] + f" [... cut: {len(text):,} characters in all]"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an unknown encoding name on an odd stream: fall back to ASCII escapes
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    if text.startswith(_FORMULA_STARTS):
+        text = "'" + text
+    return text
+
+
+def _path_text(path: str) -> str:
+    """A path for display: undecodable file-name bytes (surrogate escapes) as \\xNN."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace") if _is_fs_escaped(path) else path
+
+
+def _is_fs_escaped(path: str) -> bool:
+    try:
+        os.fsencode(path)
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _stats(values: list[float]) -> str:

@@ -7,19 +7,19 @@ import json
 
 from ..clip_impl.chunking import describe_chunks
 from ..clip_impl.prompt import prompt_chunks
-from .options import add_chunk_options, load_embeddings
+from .options import add_chunk_options, load_embeddings, read_prompt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """show how a prompt splits into 77-token chunks (no model needed)"""
-    p.add_argument("text", help="the prompt")
+    p.add_argument("text", help="the prompt ('-' reads it from standard input)")
     add_chunk_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args) -> int:
     found = prompt_chunks(
-        args.text,
+        read_prompt(args.text),
         chunking=args.chunking,
         comma_backtrack=args.comma_backtrack,
         weighting=args.weighting,

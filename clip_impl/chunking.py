@@ -160,16 +160,16 @@ def pack_comfy(groups: list[list[PromptToken] | None]) -> list[TokenChunk]:
             chunks.append(TokenChunk())
             continue
         is_large = len(group) >= COMFY_MAX_WORD_LENGTH
-        rest = list(group)
-        while rest:
+        pos = 0  # what is left of the group is group[pos:]; an index, not a copy per chunk (linear time)
+        while pos < len(group):
             body = chunks[-1].body
             room = BODY_LENGTH - len(body)
-            if len(rest) <= room:
-                body.extend(rest)
+            if len(group) - pos <= room:
+                body.extend(group[pos:])
                 break
             if is_large:
-                body.extend(rest[:room])
-                rest = rest[room:]
+                body.extend(group[pos : pos + room])
+                pos += room
             chunks.append(TokenChunk())
     # Only a BREAK opens a chunk that nothing follows: a trailing BREAK adds nothing, as in A1111.
     if len(chunks) > 1 and not chunks[-1].body:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .chunking import PromptToken, unknown_embedding_comfy
+from .folders import walk_once
 from .weight_files import ModelFileError, torch_load_weights_only
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,18 @@ class EmbeddingFile:
     def __init__(self, path: Path):
         self.path = path
         self.name = path.stem
-        st = path.stat()
-        self.key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        self.tensors = _read_embedding(path)
+        self.tensors = _read_embedding(path)  # first: it refuses what stat/resolve would choke on
+        try:
+            st = path.stat()
+            self.key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        except (OSError, RuntimeError) as e:  # removed since, or a link loop (RuntimeError from resolve)
+            raise ModelFileError(f"embedding {path} cannot be read ({e})") from e
 
     def for_tower(self, tower: str, width: int | None) -> TowerEmbedding:
         t = self.tensors.get(_TOWER_KEYS.get(tower, ""))
         if t is None:
             t = next(iter(self.tensors.values()))
-        t = t.reshape(-1, t.shape[-1]).float()
+        t = t.reshape(-1, t.shape[-1])
         if width is not None and t.shape[-1] != width:
             note = (
                 f"embedding {self.name} ({self.path}) has width {t.shape[-1]}; this {width}-wide text encoder "
@@ -71,30 +75,59 @@ class EmbeddingFile:
         return TowerEmbedding(self.name, f"{self.key}:{tower}", t, t.shape[0])
 
 
+MAX_EMBEDDING_BYTES = 256 * 2**20  # far above any real embedding (SDXL: a few hundred KB)
+
+
 def _read_embedding(path: Path) -> dict[str, torch.Tensor]:
-    """Name -> tensor table of an embedding file (the tensor layouts of the module docstring)."""
-    if path.stat().st_size == 0:
+    """Name -> float32 tensor table of an embedding file (the tensor layouts of the module docstring).
+
+    Every way a file can be wrong is a :class:`ModelFileError` naming it: not a regular file (a FIFO, a
+    device, a link to one), empty, too large, not loadable, no usable tensor, empty or non-finite tensors.
+    """
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:  # a broken link, a link loop, no permission
+        raise ModelFileError(f"embedding {path} cannot be read ({e.strerror or e})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"embedding {path} is not a regular file (a device, pipe or socket, or a link to one)")
+    if st.st_size == 0:
         raise ModelFileError(f"embedding {path} is empty (0 bytes)")
+    if st.st_size > MAX_EMBEDDING_BYTES:
+        raise ModelFileError(
+            f"embedding {path} is {st.st_size / 2**20:.0f} MB; an embedding is a few KB to a few MB "
+            f"(limit {MAX_EMBEDDING_BYTES // 2**20} MB): not an embedding file"
+        )
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             raw = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
             raise ModelFileError(f"embedding {path} is not a valid .safetensors file ({e})") from e
     else:
         raw = _read_pickled_embedding(path)
-    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (1, 2)}
+    tensors = {
+        k: v for k, v in raw.items()
+        if isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() in (1, 2)
+    }  # fmt: skip
     bundled = {k: v for k, v in tensors.items() if k.startswith("bundle_emb.")}
     if bundled:  # a LoRA with bundled embeddings: keep the string_to_param/clip_* parts
         tensors = {k.rsplit(".", 1)[-1] if k.endswith(tuple(_TOWER_KEYS.values())) else "*": v for k, v in bundled.items()}
     if not tensors:
-        raise ModelFileError(f"embedding {path} holds no embedding vectors")
+        raise ModelFileError(f"embedding {path} holds no embedding vectors (no 1-D or 2-D float tensor)")
+    out = {}
     for name, t in tensors.items():
+        if t.numel() == 0:
+            raise ModelFileError(f"embedding {path}: tensor {name} is empty (shape {tuple(t.shape)})")
+        # float8 and other storage dtypes have no isfinite: compare in float32, the dtype used from here on.
+        t = t.to(torch.float32)
         if not bool(torch.isfinite(t).all()):
             raise ModelFileError(f"embedding {path}: tensor {name} holds NaN or infinite values")
-    return tensors
+        out[name] = t
+    return out
 
 
 def _read_pickled_embedding(path: Path) -> dict:
@@ -104,13 +137,19 @@ def _read_pickled_embedding(path: Path) -> dict:
         obj = torch_load_weights_only(path)
     except pickle.UnpicklingError as e:
         raise ModelFileError(
-            f"embedding {path} contains objects other than weights (a pickle that would run code); refused. "
-            "Use a .safetensors embedding"
+            f"embedding {path} contains objects other than weights (a pickle that would run code) or is not a "
+            "torch file; refused. Use a .safetensors embedding"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ModelFileError(f"embedding {path} cannot be read ({e})") from e
-    if isinstance(obj, dict) and isinstance(obj.get("string_to_param"), dict):
-        return {"*": next(iter(obj["string_to_param"].values()))}
+    # torch.load raises many types on malformed input (KeyError, IndexError, RuntimeError, ...): each one
+    # means this file is not a readable embedding, which is reported against the file.
+    except Exception as e:  # noqa: BLE001
+        raise ModelFileError(f"embedding {path} cannot be read ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict) and "string_to_param" in obj:
+        params = obj["string_to_param"]
+        first = next(iter(params.values()), None) if isinstance(params, dict) else None
+        if first is None:
+            raise ModelFileError(f"embedding {path}: its string_to_param table is empty or not a table")
+        return {"*": first}
     if isinstance(obj, dict):
         return obj
     raise ModelFileError(f"embedding {path} holds a {type(obj).__name__}, not embedding vectors")
@@ -127,7 +166,7 @@ def folder_state(folders) -> tuple:
         folder = Path(folder)
         files = []
         if folder.is_dir():
-            for root, _, names in os.walk(folder, followlinks=True):
+            for root, _, names in walk_once(folder):
                 for name in names:
                     if name.lower().endswith(EXTENSIONS):
                         try:
@@ -146,7 +185,7 @@ class EmbeddingLibrary:
         self.requested = tuple(str(f) for f in folders if f)
         self.folders = [Path(f) for f in self.requested if Path(f).is_dir()]
         self.state = folder_state(self.requested)
-        self._files: dict[Path, EmbeddingFile] = {}
+        self._files: dict[Path, EmbeddingFile | ModelFileError] = {}
         self._lock = threading.Lock()
         self._names: dict[str, Path] | None = None
 
@@ -159,23 +198,22 @@ class EmbeddingLibrary:
     def find(self, name: str) -> Path | None:
         """ComfyUI's lookup: ``name`` (maybe with a subfolder and extension) inside one of the folders."""
         for folder in self._all_folders():
-            root = folder.resolve()
-            candidate = (root / name).resolve()
-            if root != candidate and root not in candidate.parents:
-                continue  # never leave the embeddings folder ("../../secret")
-            if candidate.is_file():
-                return candidate
-            for ext in EXTENSIONS:
-                with_ext = candidate.with_name(candidate.name + ext)
-                if with_ext.is_file():
-                    return with_ext
+            # A lexical check, as ComfyUI's: the name may not climb out of the folder ("../../secret"),
+            # while links inside it are followed wherever they point (reading them then says what they are).
+            root = os.path.abspath(folder)
+            candidate = os.path.normpath(os.path.join(root, name))
+            if os.path.commonpath([root, candidate]) != root or candidate == root:
+                continue
+            for path in [candidate] + [candidate + ext for ext in EXTENSIONS]:
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    return Path(path)
         return None
 
     def _all_folders(self) -> list[Path]:
         out = []
         for folder in self.folders:
             out.append(folder)
-            out += sorted(Path(root) for root, _, _ in os.walk(folder, followlinks=True) if Path(root) != folder)
+            out += sorted(Path(root) for root, _, _ in walk_once(folder) if Path(root) != folder)
         return out
 
     def names(self) -> dict[str, Path]:
@@ -183,7 +221,7 @@ class EmbeddingLibrary:
         if self._names is None:
             found = {}
             for folder in self.folders:
-                for root, _, files in os.walk(folder, followlinks=True):
+                for root, _, files in walk_once(folder):
                     for f in sorted(files):
                         p = Path(root) / f
                         if p.suffix.lower() in EXTENSIONS:
@@ -192,10 +230,18 @@ class EmbeddingLibrary:
         return self._names
 
     def load(self, path: Path) -> EmbeddingFile:
+        """The file's tensors, read once; a file that cannot be read raises the same ModelFileError each time
+        (it is not read again until the library is rebuilt, i.e. until the folder changes)."""
         with self._lock:
             if path not in self._files:
-                self._files[path] = EmbeddingFile(path)
-            return self._files[path]
+                try:
+                    self._files[path] = EmbeddingFile(path)
+                except ModelFileError as e:
+                    self._files[path] = e
+            found = self._files[path]
+        if isinstance(found, ModelFileError):
+            raise ModelFileError(str(found))  # a new exception: re-raising one object would grow its traceback
+        return found
 
     # ------------------------------------------------------------------------ resolvers
     def resolver(self, tower: str, syntax: str = "comfy", width: int | None = None) -> "EmbeddingResolver":
@@ -231,8 +277,10 @@ class EmbeddingResolver:
         try:
             emb = self.library.load(path).for_tower(self.tower, self.width)
         except ModelFileError as e:
-            log.warning("%s; the reference is ignored", e)
-            self._note(f"{e}; the reference is ignored")
+            message = f"{e}; the reference is ignored"
+            if message not in self.warnings:
+                log.warning(message)
+            self._note(message)
             return None
         if emb.vectors is None:
             self._note(emb.note)
@@ -287,7 +335,9 @@ class EmbeddingResolver:
             for ids, path in by_first.get(tok.id, ()):
                 if [t.id for t in tokens[i : i + len(ids)]] == ids:
                     emb = self._load(path)
-                    if emb is None or emb.vectors is None:  # A1111 only registers embeddings that fit
+                    if emb is None or emb.vectors is None:  # A1111 only registers embeddings that fit:
+                        out.append(tok)  # the word stays text (and the scan moves on: no endless retry)
+                        i += 1
                         break
                     out += [PromptToken(0, tok.weight, emb, k) for k in range(emb.length)]
                     i += len(ids)

@@ -28,6 +28,7 @@ changed, and the patched ones share every tensor the LoRA does not touch.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import weakref
@@ -180,9 +181,23 @@ def read_lora(path: str | Path) -> TextEncoderLora:
                 f"LoRA {reader.path}: {name} has factors of shapes {tuple(up.shape)} and {tuple(down.shape)}, "
                 "which do not multiply to a Linear weight; the file is corrupt or not a text-encoder LoRA"
             )
-        alpha = float(tensors[g["alpha"]].float().item()) if "alpha" in g else None
+        if up.shape[1] == 0 or not up.is_floating_point() or not down.is_floating_point():
+            raise ModelFileError(
+                f"LoRA {reader.path}: {name} has factors of shapes {tuple(up.shape)} and {tuple(down.shape)} "
+                f"({up.dtype}, {down.dtype}); a LoRA needs float factors of rank 1 or more. The file is corrupt"
+            )
+        alpha = _alpha(reader.path, name, tensors[g["alpha"]]) if "alpha" in g else None
         modules.append(LoraModule(name, encoder, layer, target, up, down, alpha))
     return TextEncoderLora(reader.path, key, modules, other, unused)
+
+
+def _alpha(path: Path, name: str, t: torch.Tensor) -> float:
+    """A module's alpha: one finite number (a scalar or a one-element tensor); ModelFileError otherwise."""
+    value = float(t.float().item()) if t.numel() == 1 else None
+    if value is None or not math.isfinite(value):
+        what = f"is {value}" if value is not None else f"holds {t.numel()} values (shape {tuple(t.shape)})"
+        raise ModelFileError(f"LoRA {path}: {name}.alpha {what}; alpha is one finite number. The file is corrupt")
+    return value
 
 
 # ---------------------------------------------------------------------------------------- mapping

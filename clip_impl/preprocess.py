@@ -71,16 +71,69 @@ def _list(indexes: list[int], most: int = 8) -> str:
     return shown + (f" and {len(indexes) - most} more" if len(indexes) > most else "")
 
 
+MAX_ASPECT = 64  # long side / short side beyond which an image is refused (a 1 x 400,000 strip is no photo)
+_WIDE = 4  # above this aspect ratio only the columns (rows) of the centre square are resized
+
+
 def resize_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, 3, H, W] -> [B, 3, size, size]: short side to ``size`` (bicubic, antialias), centre crop."""
+    """[B, 3, H, W] -> [B, 3, size, size]: short side to ``size`` (bicubic, antialias), centre crop.
+
+    Images up to 4:1 are resized whole and cropped, exactly as ComfyUI does. Wider (taller) ones have their
+    long side resized only where the centre square needs it (same filter, weights from the same formula),
+    so memory stays ~ size x size whatever the length; ratios over ``MAX_ASPECT`` are refused.
+    """
     h, w = images.shape[2:]
     if (h, w) == (size, size):
         return images
-    scale = size / min(h, w)
+    short, long = min(h, w), max(h, w)
+    if long > MAX_ASPECT * short:
+        raise ValueError(
+            f"the image is {w} x {h} pixels, an aspect ratio of {long / short:,.0f}:1; images over "
+            f"{MAX_ASPECT}:1 are refused (the centre square would be a sliver of it)"
+        )
+    scale = size / short
     new = (round(scale * h), round(scale * w))  # Python's round, as ComfyUI's clip_preprocess
-    images = F.interpolate(images, size=new, mode="bicubic", antialias=True, align_corners=False)
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    if long > _WIDE * short:
+        if w >= h:  # the long side's window first (-> [B, 3, H, size]), then the short side (crop offset 0)
+            images = _resize_axis_window(images, 3, new[1], left, size)
+            images = F.interpolate(images, size=(new[0], size), mode="bicubic", antialias=True, align_corners=False)
+            return images[:, :, top : top + size, :]
+        images = _resize_axis_window(images, 2, new[0], top, size)
+        images = F.interpolate(images, size=(size, new[1]), mode="bicubic", antialias=True, align_corners=False)
+        return images[:, :, :, left : left + size]
+    images = F.interpolate(images, size=new, mode="bicubic", antialias=True, align_corners=False)
     return images[:, :, top : top + size, left : left + size]
+
+
+def _aa_cubic(x: torch.Tensor) -> torch.Tensor:
+    """The antialiasing bicubic kernel (a = -0.5) of pillow and torch's ``antialias=True``."""
+    a = -0.5
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def _resize_axis_window(images: torch.Tensor, axis: int, out_len: int, offset: int, count: int) -> torch.Tensor:
+    """Output positions ``offset .. offset + count`` of resizing ``axis`` to ``out_len`` (antialiased
+    bicubic, torch's weights: centre (i + 0.5) * in / out, support 2 x max(1, in / out), normalised)."""
+    in_len = images.shape[axis]
+    ratio = in_len / out_len
+    support = 2.0 * max(ratio, 1.0)
+    inv = 1.0 / max(ratio, 1.0)
+    centre = ratio * (torch.arange(offset, offset + count, dtype=torch.float64) + 0.5)
+    xmin = (centre - support + 0.5).clamp(min=0).to(torch.int64)  # int() truncation; >= 0 here
+    xmax = (centre + support + 0.5).to(torch.int64).clamp(max=in_len)
+    taps = int((xmax - xmin).max())
+    idx = xmin[:, None] + torch.arange(taps)[None, :]  # [count, taps]
+    weights = _aa_cubic((idx.to(torch.float64) - centre[:, None] + 0.5) * inv)
+    weights = torch.where(idx < xmax[:, None], weights, torch.zeros_like(weights))
+    weights = (weights / weights.sum(dim=1, keepdim=True)).to(images.dtype)
+    idx = idx.clamp(max=in_len - 1)
+    moved = images.movedim(axis, -1)  # [..., in_len]
+    picked = moved[..., idx.reshape(-1)].reshape(*moved.shape[:-1], count, taps)
+    return (picked * weights).sum(dim=-1).movedim(-1, axis)
 
 
 def preprocess_images(images: torch.Tensor, size: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -100,49 +153,145 @@ def preprocess_images(images: torch.Tensor, size: int, device=None, dtype=torch.
     return torch.cat(out)
 
 
-def open_image(path: str | os.PathLike):
+MAX_DECODE_PIXELS = 64 * 2**20  # pixels decoded at most (~200 MB as 8-bit RGB); JPEGs over it decode reduced
+WORK_PIXELS = 16 * 2**20  # decoded images over this are reduced (box filter, integer factor) before scoring
+
+
+def open_image(path: str | os.PathLike, notes: list | None = None):
     """Open and decode an image file with pillow (decoded now, so later reads cannot fail half-way).
 
-    Raises ValueError naming the file when it is missing, not an image, truncated or too large.
+    Only regular files are opened (a FIFO or device never blocks the caller). Memory is bounded: an image
+    over ``MAX_DECODE_PIXELS`` decodes at a reduced scale where the format allows it (JPEG ``draft``) and
+    is refused otherwise; a decoded image over ``WORK_PIXELS`` is reduced by an integer factor. Each such
+    step (and pillow's DecompressionBombWarning) is appended to ``notes`` when a list is given.
+    Raises ValueError naming the file when it is missing, not a regular file, not an image, truncated or
+    too large.
     """
+    import stat
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    notes = notes if notes is not None else []
     try:
-        img = Image.open(path)
-        img.load()
-        return img
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as e:
         raise ValueError(f"{path}: file not found") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot open the file ({e.strerror or e})") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise ValueError(f"{path}: not a regular file ({kind}); only image files are read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(handle)
+            img = _decode_bounded(img, path, notes)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                notes.append(f"pillow: {w.message}")
+        img.filename = os.fspath(path)  # as Image.open(path) sets it (opened from a file object, it is unset)
+        return img
+    except ValueError as e:
+        handle.close()
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: cannot read the image ({e})") from e
     except UnidentifiedImageError as e:
+        handle.close()
         raise ValueError(f"{path}: not an image pillow can read (corrupt, or not PNG/JPEG/WebP)") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError, MemoryError) as e:
+        handle.close()
         raise ValueError(f"{path}: cannot read the image ({e})") from e
 
 
-def image_to_tensor(img) -> torch.Tensor:
+def _decode_bounded(img, path, notes: list):
+    """Decode ``img`` within MAX_DECODE_PIXELS / WORK_PIXELS (see :func:`open_image`)."""
+    import math
+
+    w, h = img.size
+    if w * h > MAX_DECODE_PIXELS and img.format == "JPEG":
+        factor = math.ceil(math.sqrt(w * h / MAX_DECODE_PIXELS))
+        img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (max(1, w // factor), max(1, h // factor)))
+        notes.append(f"the {w} x {h} JPEG was decoded at {img.size[0]} x {img.size[1]} (over {MAX_DECODE_PIXELS:,} pixels)")
+    dw, dh = img.size
+    if dw * dh > MAX_DECODE_PIXELS:
+        raise ValueError(
+            f"{path}: the image is {w} x {h} = {w * h:,} pixels; CLIP Suite decodes at most {MAX_DECODE_PIXELS:,} "
+            "(CLIP sees 224-336 pixels a side: save a smaller copy)"
+        )
+    img.load()
+    if dw * dh > WORK_PIXELS:
+        factor = math.ceil(math.sqrt(dw * dh / WORK_PIXELS))
+        source = img
+        if img.mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+        img = img.reduce(factor)
+        img.info = dict(source.info)
+        img.info.update(getattr(source, "text", None) or {})  # PNG text chunks: the prompt metadata
+        img.format = source.format
+        source.close()
+        notes.append(f"the {dw} x {dh} image was reduced to {img.size[0]} x {img.size[1]} before scoring (over {WORK_PIXELS:,} pixels)")
+    return img
+
+
+def image_to_tensor(img, notes: list | None = None) -> torch.Tensor:
     """A decoded pillow image as a float IMAGE [1, H, W, 3] in 0..1.
 
     The EXIF orientation is applied (as ComfyUI's LoadImage does); the first frame of an animation is
-    used; alpha is dropped; 16-bit greyscale PNGs keep their precision.
+    used; alpha is dropped; 16-bit greyscale PNGs keep their precision. 32-bit images (mode ``I`` and
+    ``F``, e.g. TIFF data) are scaled by the range they hold (0..1, 0..255 or 0..65535; a note says so in
+    ``notes``); NaN or infinite values, and other ranges, are refused with ValueError.
     """
     import numpy as np
     from PIL import ImageOps
 
+    name = getattr(img, "filename", "") or "image"
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG
+    if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit greyscale PNG
         arr = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)[..., None]
+    elif img.mode in ("I", "F"):
+        arr = _scale_wide(np.asarray(img, dtype=np.float64), img.mode, name, notes)[..., None]
     else:
         arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     if arr.size == 0:
-        raise ValueError(f"{getattr(img, 'filename', '') or 'image'}: the image is empty (0 pixels)")
+        raise ValueError(f"{name}: the image is empty (0 pixels)")
     tensor = torch.from_numpy(np.ascontiguousarray(arr))[None]
     return tensor.expand(-1, -1, -1, 3) if tensor.shape[-1] == 1 else tensor
 
 
-def load_image_file(path: str | os.PathLike) -> torch.Tensor:
+def _scale_wide(arr, mode: str, name: str, notes: list | None):
+    """32-bit integer or float pixels -> float32 0..1, scaled by the range they hold (see image_to_tensor)."""
+    import numpy as np
+
+    kind = "32-bit float" if mode == "F" else "32-bit integer"
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: a {kind} image with NaN or infinite pixels; it cannot be scored")
+    low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    for top in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
+        if low >= 0 and high <= top:
+            if notes is not None:
+                notes.append(f"{kind} pixels ({low:g}..{high:g}) read as 0..{top:g}")
+            return (arr / top).astype(np.float32)
+    raise ValueError(
+        f"{name}: a {kind} image with values {low:g}..{high:g}; only 0..1 (float), 0..255 or 0..65535 can be "
+        "read as brightness. Save it as an 8- or 16-bit image"
+    )
+
+
+def load_image_file(path: str | os.PathLike, notes: list | None = None) -> torch.Tensor:
     """An image file (PNG, JPEG, WebP, ... as pillow reads it) as a float IMAGE [1, H, W, 3] in 0..1."""
-    img = open_image(path)
+    img = open_image(path, notes)
     try:
-        return image_to_tensor(img)
+        return image_to_tensor(img, notes)
     finally:
         img.close()

@@ -219,60 +219,114 @@ _A1111_TOKEN = re.compile(
 _A1111_BREAK_WEIGHT = -1.0
 
 
+_A1111_EXACT_WORK = 200_000  # run-weight products done one by one, in A1111's order, up to this many
+
+
 def parse_a1111(text: str) -> list[Segment]:
-    """A1111 emphasis syntax -> segments (A1111's runs, merged where weights are equal)."""
-    runs: list[list] = []  # [text, weight] as A1111 keeps them; BREAK is ["BREAK", -1.0]
+    """A1111 emphasis syntax -> segments (A1111's runs, merged where weights are equal).
+
+    Linear in the prompt: the text is read once into runs and bracket events (a closing bracket scales
+    the runs since its opening one). A1111 applies each event to every run it covers, one multiplication
+    at a time (quadratic in the nesting depth); we do the same, with A1111's rounding, while that costs at
+    most ``_A1111_EXACT_WORK`` multiplications (every real prompt), and otherwise take each run's product
+    of factors from a prefix walk over the bracket nesting, which is linear and differs from A1111 only
+    in the last bits of a float64 (the order of the multiplications).
+    """
+    # The runs as A1111 keeps them, in two flat lists (no per-run objects: hostile prompts make millions of
+    # runs, and lists of lists would make the garbage collector's work grow faster than the prompt).
+    texts: list[str] = []  # BREAK is "BREAK" with weight -1.0
+    weights: list[float] = []
+    events: list[tuple[int, int, float, bool]] = []  # (first run, end run, factor, square), A1111's order
     round_open: list[int] = []
     square_open: list[int] = []
+    work = 0
 
-    def multiply_range(start: int, factor: float) -> None:
-        for run in runs[start:]:
-            run[1] *= factor
+    def scale(start: int, factor: float, square: bool = False) -> None:
+        nonlocal work
+        events.append((start, len(texts), factor, square))
+        work += len(texts) - start
 
     pos = 0
     while pos < len(text):
         m = _A1111_TOKEN.match(text, pos)
         if m is None:  # cannot happen: the last alternatives match any single character
-            runs.append([text[pos], 1.0])
+            texts.append(text[pos])
+            weights.append(1.0)
             pos += 1
             continue
         token, weight_literal = m.group(0), m.group(1)
         if token.startswith("\\"):
             # \( \) \[ \] \\ give the character; a lone backslash gives nothing (A1111 drops it).
-            runs.append([token[1:], 1.0])
+            texts.append(token[1:])
+            weights.append(1.0)
         elif token == "(":
-            round_open.append(len(runs))
+            round_open.append(len(texts))
         elif token == "[":
-            square_open.append(len(runs))
+            square_open.append(len(texts))
         elif weight_literal is not None and round_open:
             factor = _parse_weight(weight_literal)
             if factor is None:  # e.g. "1.2.3": A1111 crashes here; we keep the ':' as text
-                runs.append([":", 1.0])
+                texts.append(":")
+                weights.append(1.0)
                 pos = m.start() + 1
                 continue
-            multiply_range(round_open.pop(), factor)
+            scale(round_open.pop(), factor)
         elif token == ")" and round_open:
-            multiply_range(round_open.pop(), 1.1)
+            scale(round_open.pop(), 1.1)
         elif token == "]" and square_open:
-            multiply_range(square_open.pop(), 1 / 1.1)
+            scale(square_open.pop(), 1 / 1.1, square=True)
         else:
             for i, part in enumerate(_BREAK_SPLIT.split(token)):
                 if i:
-                    runs.append(["BREAK", _A1111_BREAK_WEIGHT])
-                runs.append([part, 1.0])
+                    texts.append("BREAK")
+                    weights.append(_A1111_BREAK_WEIGHT)
+                texts.append(part)
+                weights.append(1.0)
         pos = m.end()
     for start in round_open:
-        multiply_range(start, 1.1)
+        scale(start, 1.1)
     for start in square_open:
-        multiply_range(start, 1 / 1.1)
-    if not runs:
-        runs = [["", 1.0]]
-    merged: list[list] = [runs[0]]
-    for run in runs[1:]:
-        if run[1] == merged[-1][1]:
-            merged[-1][0] += run[0]
-        else:
-            merged.append(run)
-    return [
-        BREAK if (txt == "BREAK" and w == _A1111_BREAK_WEIGHT) else Segment(txt, w) for txt, w in merged
-    ]
+        scale(start, 1 / 1.1, square=True)
+    if work <= _A1111_EXACT_WORK:
+        for start, end, factor, _ in events:  # A1111's multiply_range, in its order
+            for k in range(start, end):
+                weights[k] *= factor
+    else:
+        _apply_nested(weights, events)
+    if not texts:
+        texts, weights = [""], [1.0]
+    segments = []
+    first = 0
+    for k in range(1, len(texts) + 1):  # equal-weight neighbours merge; each text joined once
+        if k == len(texts) or weights[k] != weights[first]:
+            txt, w = "".join(texts[first:k]), weights[first]
+            segments.append(BREAK if (txt == "BREAK" and w == _A1111_BREAK_WEIGHT) else Segment(txt, w))
+            first = k
+    return segments
+
+
+def _apply_nested(weights: list[float], events: list[tuple[int, int, float, bool]]) -> None:
+    """Multiply each run's weight by the factors of the events covering it, in linear time.
+
+    Round-bracket events nest among themselves (a stack), and so do square-bracket ones; each family is a
+    tree of intervals, walked once with a stack of running products (outer factor first).
+    """
+    families: dict[bool, list] = {True: [], False: []}
+    for start, end, factor, square in events:
+        if end > start:
+            families[square].append((start, end, factor))
+    for intervals in families.values():
+        # Outer intervals first: by start, then by longer span (an inner one may share its start).
+        intervals.sort(key=lambda e: (e[0], -e[1]))
+        stack: list[tuple[int, float]] = []  # (end, product of factors so far)
+        k = 0
+        for i in range(len(weights)):
+            while stack and stack[-1][0] <= i:
+                stack.pop()
+            while k < len(intervals) and intervals[k][0] <= i:
+                start, end, factor = intervals[k]
+                if end > i:
+                    stack.append((end, (stack[-1][1] if stack else 1.0) * factor))
+                k += 1
+            if stack:
+                weights[i] *= stack[-1][1]

@@ -28,6 +28,7 @@ import torch
 
 from ..clip_impl.cache import CHUNK_CACHE, ByteLRUCache
 from ..clip_impl.embeddings import EmbeddingLibrary
+from ..clip_impl.folders import walk_once
 from ..clip_impl.loading import load_clip
 from ..clip_impl.model import ClipModel
 from . import native_clip
@@ -114,7 +115,7 @@ class _Host:
         for root in self.search_paths(DIFFUSERS_FOLDER):
             if not os.path.isdir(root):
                 continue
-            for dirpath, _dirs, files in os.walk(root, followlinks=True):
+            for dirpath, _dirs, files in walk_once(root):
                 if "model_index.json" in files:
                     found.append(Path(os.path.relpath(dirpath, root)).as_posix())
         return sorted(set(found))
@@ -203,7 +204,7 @@ class StandaloneHost(_Host):
         out = []
         for root in self.search_paths(folder):
             if os.path.isdir(root):
-                for dirpath, _dirs, files in os.walk(root, followlinks=True):
+                for dirpath, _dirs, files in walk_once(root):
                     out += [Path(os.path.relpath(os.path.join(dirpath, f), root)).as_posix() for f in files]
         return sorted(set(out))
 

@@ -3,8 +3,10 @@
 Request: JSON ``{"text": str, "chunking": "comfy"|"a1111", "comma_backtrack": 0..74, "weighting": ...}``
 (defaults comfy, 20, comfy). Answer: the same object as ``python -m clip_suite tokens --json``
 (``tokens``, ``chunks``, ``chunk_tokens``, ``boundaries``), computed by the pack's own tokenizer and chunker.
-Bad requests get 400 (413 when too large) with ``{"error": message}``. The route only tokenizes text: it
-reads no files except the embeddings folder's names and vectors counts, and bounds the input size.
+Bad requests get 400 (413 when too large; JSON nested too deeply is a 400 too) with ``{"error": message}``.
+The route only tokenizes text: it reads no files except the embeddings folder's names and vectors counts,
+and bounds the input size. Tokenizing runs off ComfyUI's event loop, in a small thread pool of its own, with
+a time budget of ``TIME_BUDGET_S`` seconds (503 when over it), so no prompt can stall the server.
 
 ``host.py`` registers :func:`handle_tokens` on ComfyUI's server; everything here runs without ComfyUI.
 """
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 ROUTE = "/clip_suite/tokens"
 MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 100_000
+TIME_BUDGET_S = 10.0  # a 100,000-character prompt of any shape takes well under 2 s
+_WORKERS = 2  # tokenizing threads: hostile requests queue here, never on the event loop
+_executor = None
 
 
 class RequestError(ValueError):
@@ -38,6 +43,8 @@ def parse_request(body: bytes) -> dict:
         raise RequestError(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
     try:
         payload = json.loads(body.decode("utf-8"))
+    except RecursionError as e:
+        raise RequestError(400, "request body is JSON nested too deeply; send {\"text\": ...}") from e
     except (UnicodeDecodeError, ValueError) as e:
         raise RequestError(400, f"request body is not JSON ({e})") from e
     if not isinstance(payload, dict):
@@ -85,16 +92,39 @@ async def _read_bounded(request) -> bytes:
     return b"".join(parts)
 
 
+def _get_executor():
+    """The route's own thread pool (created on first use; threads are daemons of the server process)."""
+    global _executor
+    if _executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _executor = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="clip_suite_tokens")
+    return _executor
+
+
 def make_handler(embeddings_factory=None):
     """An aiohttp handler for the route; ``embeddings_factory()`` gives the embedding library (or None)."""
 
+    def work(settings):
+        library = embeddings_factory() if embeddings_factory is not None else None
+        return tokens_report(settings, library)
+
     async def handle_tokens(request):
+        import asyncio
+
         from aiohttp import web
 
         try:
             settings = parse_request(await _read_bounded(request))
-            library = embeddings_factory() if embeddings_factory is not None else None
-            return web.json_response(tokens_report(settings, library))
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(_get_executor(), work, settings)
+            try:
+                report = await asyncio.wait_for(future, TIME_BUDGET_S)
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    503, f"tokenizing took more than {TIME_BUDGET_S:g} s; try again, or a shorter prompt"
+                ) from None
+            return web.json_response(report)
         except RequestError as e:
             return web.json_response({"error": str(e)}, status=e.status)
         except ValueError as e:  # a prompt the chunker refuses (e.g. an unreadable embedding)

@@ -45,4 +45,5 @@ BAD_REQUESTS = [
     (b"\xff\xfe", 400),
     (json.dumps({"text": "a" * (MAX_TEXT_CHARS + 1)}).encode(), 413),
     (b" " * (MAX_BODY_BYTES + 1), 413),
+    (b"[" * 100_000 + b"]" * 100_000, 400),  # nested too deeply: a 400, not a RecursionError (500)
 ]

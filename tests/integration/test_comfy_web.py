@@ -123,6 +123,26 @@ def test_route_refuses_bad_bodies(server, body, status):
     assert got == status and isinstance(answer, dict) and answer.get("error"), (got, answer)
 
 
+def test_a_hostile_prompt_does_not_stall_the_server(server):
+    """A 75 KB prompt of nested brackets is tokenized off the event loop: the server answers meanwhile."""
+    import threading
+    import time
+
+    url, _ = server
+    hostile = json.dumps({"text": "(a:" * 25_000, "weighting": "a1111", "chunking": "a1111"}).encode()
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(hostile=post(f"{url}/api/clip_suite/tokens", hostile)))
+    worker.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    quick = post(f"{url}/api/clip_suite/tokens", json.dumps({"text": "a cat"}).encode())
+    quick_s = time.perf_counter() - t0
+    worker.join(60)
+    assert quick[0] == 200 and quick[1]["tokens"] == 2
+    assert result["hostile"][0] == 200 and result["hostile"][1]["chunks"] > 100
+    assert quick_s < 5.0, quick_s
+
+
 def test_route_takes_post_only(server):
     url, _ = server
     for path in ("/clip_suite/tokens", "/api/clip_suite/tokens"):
