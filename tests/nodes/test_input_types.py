@@ -36,6 +36,8 @@ CONTRACT = {
 # Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
 OPTIONAL = {
     "ClipSuitePromptTokens": ["weighting"],
+    "ClipSuiteTextEncode": ["steps", "scheduler"],
+    "ClipSuiteTextEncodeSDXL": ["steps", "scheduler"],
 }
 # Enum inputs whose choices differ on one node: (node id, input) -> (choices, default).
 NODE_ENUMS = {
@@ -56,6 +58,9 @@ ENUMS = {
     "empty_prompt": (["encode", "zeros"], "encode"),
     "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
     "scale": (["clipscore_100", "clipscore_2_5", "cosine"], "clipscore_100"),
+    # ComfyUI 0.3.64's KSampler.SCHEDULERS, in its order
+    "scheduler": (["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                   "linear_quadratic", "kl_optimal"], "normal"),
 }
 INTS = {  # name: (default, min, max)
     "clip_skip": (0, -1, 30),
@@ -63,6 +68,7 @@ INTS = {  # name: (default, min, max)
     "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
     "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
     "top_k": (1, 1, 4096),
+    "steps": (0, 0, 10000),
 }
 FLOATS = {"min_score": (0.0, -1.0, 100.0)}  # name: (default, min, max)
 TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE"}
