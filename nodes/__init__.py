@@ -1,5 +1,6 @@
 """ComfyUI node classes (thin adapters over ``clip_impl``); ``host.py`` is the only ComfyUI-facing module."""
 
+from .a1111_parameters import ClipSuiteA1111Parameters
 from .loader import ClipSuiteLoader
 from .lora import ClipSuiteLoraLoader
 from .prompt_tokens import ClipSuitePromptTokens
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuitePromptTokens": ClipSuitePromptTokens,
     "ClipSuiteImageTextSimilarity": ClipSuiteImageTextSimilarity,
     "ClipSuiteSelectBest": ClipSuiteSelectBest,
+    "ClipSuiteA1111Parameters": ClipSuiteA1111Parameters,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
@@ -23,6 +25,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuitePromptTokens": "Prompt Tokens (CLIP Suite)",
     "ClipSuiteImageTextSimilarity": "Image-Text Similarity (CLIP score)",
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
+    "ClipSuiteA1111Parameters": "A1111 Parameters (CLIP Suite)",
 }
 
 # The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).

@@ -32,12 +32,18 @@ CONTRACT = {
     "ClipSuiteSelectBest": (
         "Keep Best Images (CLIP score)", ["clip", "images", "text", "top_k", "min_score", "scale"], ("IMAGE", "FLOAT")
     ),
+    "ClipSuiteA1111Parameters": (
+        "A1111 Parameters (CLIP Suite)", ["parameters", "family"],
+        ("STRING", "STRING", "INT", ["both", "clip_l", "clip_g"], ["comfy", "a1111", "a1111_no_norm", "none"],
+         ["comfy", "a1111"], "INT", "FLOAT", "INT", "INT", "INT", "STRING", "STRING"),
+    ),
 }
 # Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
 OPTIONAL = {
     "ClipSuitePromptTokens": ["weighting"],
     "ClipSuiteTextEncode": ["steps", "scheduler"],
     "ClipSuiteTextEncodeSDXL": ["steps", "scheduler"],
+    "ClipSuiteA1111Parameters": ["image"],
 }
 # Enum inputs whose choices differ on one node: (node id, input) -> (choices, default).
 NODE_ENUMS = {
@@ -58,6 +64,7 @@ ENUMS = {
     "empty_prompt": (["encode", "zeros"], "encode"),
     "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
     "scale": (["clipscore_100", "clipscore_2_5", "cosine"], "clipscore_100"),
+    "family": (["sd1", "sd2", "sdxl"], "sd1"),
     # ComfyUI 0.3.64's KSampler.SCHEDULERS, in its order
     "scheduler": (["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
                    "linear_quadratic", "kl_optimal"], "normal"),
@@ -71,7 +78,7 @@ INTS = {  # name: (default, min, max)
     "steps": (0, 0, 10000),
 }
 FLOATS = {"min_score": (0.0, -1.0, 100.0)}  # name: (default, min, max)
-TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE"}
+TYPES = {"clip": "CLIP_SUITE,CLIP", "text": "STRING", "parameters": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE"}
 
 
 def test_contract_ids_and_display_names():
@@ -117,6 +124,9 @@ def test_input_types_valid(node_id, standalone):
             assert kind == TYPES[name], name
             if kind == "STRING":
                 assert opts.get("multiline") is True
+        elif name == "image":  # LoadImage's list of the input folder, with its upload button
+            assert isinstance(kind, list) and kind[0] == "none" and opts["default"] == "none"
+            assert opts.get("image_upload") is True
         elif name in ("model", "model_2"):
             assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
             assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
