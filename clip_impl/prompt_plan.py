@@ -121,3 +121,25 @@ def and_note(weights: list[float]) -> str:
                 "use a sum of 0 or less; A1111 sums the weighted guidance. Change the weights")
     return (f"AND: {len(weights)} sub-prompt(s), weights {listed}: ComfyUI averages the entries by strength "
             f"(divides by {total:g}), A1111 sums them: multiply the sampler's cfg by {total:g} for A1111's result")
+
+
+def plan_report(plan: PromptPlan, count_tokens, percents: list[float] | None = None) -> dict:
+    """The plan as plain data (CLI ``--json``, the web route): ``steps`` (0 = not resolved), ``prompts``
+    (distinct texts), ``has_syntax``, ``entries`` (each: ``start_step``/``end_step`` inclusive, or None when
+    it covers every step; ``text``, ``text_l``, ``weight``, ``part``, ``tokens`` = ``count_tokens(text)``;
+    with ``percents`` from ``sigma_schedule.step_percents``: ``start_percent``/``end_percent``) and ``notes``."""
+    entries = []
+    counts: dict[str, int] = {}
+    for e in plan.entries:
+        if e.text not in counts:
+            counts[e.text] = count_tokens(e.text)
+        whole = plan.steps == 0 or (e.start_step == 0 and e.end_step == plan.steps)
+        entry = {"start_step": None if plan.steps == 0 else e.start_step,
+                 "end_step": None if plan.steps == 0 else e.end_step - 1,
+                 "text": e.text, "text_l": e.text_l, "weight": e.weight, "part": e.part, "tokens": counts[e.text]}
+        if percents is not None and not whole:
+            entry["start_percent"], entry["end_percent"] = percents[e.start_step], percents[e.end_step]
+        entries.append(entry)
+    notes = plan.notes + [n for n in (and_note(plan.weights),) if n]
+    prompts = len({(e.text, e.text_l) for e in plan.entries})
+    return {"steps": plan.steps, "prompts": prompts, "has_syntax": plan.has_schedule, "entries": entries, "notes": notes}

@@ -20,6 +20,7 @@ a timestep.
 
 from __future__ import annotations
 
+import bisect
 import math
 from functools import lru_cache
 
@@ -216,18 +217,22 @@ def calculate_sigmas(scheduler: str, steps: int) -> torch.Tensor:
 
 
 def _percent_for(sigma_hi: float, sigma_lo: float) -> float | None:
-    """A percent whose sigma lies strictly between two consecutive steps' sigmas (None if none does)."""
-    target = math.exp(math.log(sigma_lo) + BOUNDARY_FRACTION * (math.log(sigma_hi) - math.log(sigma_lo)))
-    lo, hi = 0.0, 1.0  # percent_to_sigma falls as the percent rises
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if percent_to_sigma(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    for p in (lo, hi):
-        if 0.0 < p < 1.0 and sigma_lo < percent_to_sigma(p) < sigma_hi:
+    """A percent whose sigma lies strictly between two consecutive steps' sigmas (None if none does):
+    the table inverted at the target's log sigma, checked (and nudged) with :func:`percent_to_sigma`."""
+    _, log_sigmas = discrete_sigmas()
+    table = log_sigmas.double().tolist()
+    target = math.log(sigma_lo) + BOUNDARY_FRACTION * (math.log(sigma_hi) - math.log(sigma_lo))
+    target = min(max(target, table[0]), table[-1])
+    k = min(max(bisect.bisect_right(table, target) - 1, 0), len(table) - 2)
+    t = k + (target - table[k]) / (table[k + 1] - table[k])
+    p = 1.0 - t / (len(table) - 1)
+    for _ in range(64):
+        if not 0.0 < p < 1.0:
+            return None
+        s = percent_to_sigma(p)
+        if sigma_lo < s < sigma_hi:
             return p
+        p += 1e-7 if s >= sigma_hi else -1e-7  # float32 rounding put it on an edge: step inwards
     return None
 
 
