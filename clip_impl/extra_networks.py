@@ -52,9 +52,7 @@ def tags_note(tags: list[NetworkTag], removed: bool) -> str:
         return ""
     by_kind: dict[str, list[str]] = {}
     for tag in tags:
-        by_kind.setdefault(tag.kind, []).append(tag.describe())
-    found = "; ".join(
-        f"{'LoRA' if kind in ('lora', 'lyco') else kind} tags found: {', '.join(names)}" for kind, names in by_kind.items()
-    )
+        by_kind.setdefault("LoRA" if tag.kind in ("lora", "lyco") else tag.kind, []).append(tag.describe())
+    found = "; ".join(f"{kind} tags found: {', '.join(names)}" for kind, names in by_kind.items())
     action = "removed from the encoded text, as A1111 does" if removed else "encoded as words, as ComfyUI does"
     return f"{found} ({action}); apply them with a LoRA loader"
