@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from clip_suite.clip_impl.extra_networks import find_tags, strip_tags, tags_note
+from clip_suite.clip_impl.extra_networks import NetworkTag, find_tags, strip_tags, tags_note
 from clip_suite.clip_impl.prompt_plan import plan_prompt
 from clip_suite.clip_impl.prompt_schedule import has_schedule_syntax, prompt_schedule, split_and, step_texts
 from clip_suite.clip_impl.sigma_schedule import SCHEDULERS, calculate_sigmas, percent_to_sigma, step_percents
@@ -63,7 +63,7 @@ def test_and_and_tags():
     text, tags = strip_tags("a <lora:foo:0.8> cat <hypernet:h:1> <lyco:l>")
     assert text == "a  cat  " and [(t.kind, t.name, t.weight) for t in tags] == [
         ("lora", "foo", "0.8"), ("hypernet", "h", "1"), ("lyco", "l", "")]
-    assert find_tags("<lora:x:1>") == [t for t in tags[:0]] + find_tags("<lora:x:1>")
+    assert find_tags("<lora:x:1> <not a tag> <:y:1>") == [NetworkTag("lora", ("x", "1"))]
     note = tags_note(tags, removed=True)
     assert "LoRA tags found: foo 0.8, l; hypernet tags found: h 1 (removed" in note
 

@@ -3,9 +3,6 @@ standalone host on tiny random models."""
 
 from __future__ import annotations
 
-import json
-import os
-
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
@@ -15,7 +12,7 @@ from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.prompt_schedule import step_texts
 from clip_suite.clip_impl.sigma_schedule import calculate_sigmas, percent_to_sigma
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
-from clip_suite.nodes import a1111_parameters, host
+from clip_suite.nodes import host
 
 DEFAULTS = dict(clip_skip=0, chunking="a1111", comma_backtrack=20, weighting="a1111", pooled="first_chunk",
                 empty_prompt="encode")
