@@ -13,7 +13,7 @@ import json
 from ..clip_impl.chunking import describe_chunks
 from ..clip_impl.prompt import prompt_chunks
 from ..clip_impl.prompt_plan import plan_prompt, plan_report
-from ..clip_impl.sigma_schedule import calculate_sigmas, step_percents
+from ..clip_impl.sigma_schedule import step_percents
 from .options import add_chunk_options, add_schedule_options, load_embeddings, schedule_lines
 
 
@@ -27,9 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def schedule_report(text: str, args, embeddings, text_l: str | None = None) -> dict:
     """``prompt_plan.plan_report`` for the CLI's settings (token counts with the same chunking)."""
-    sampler_steps = len(calculate_sigmas(args.scheduler, args.steps)) - 1 if args.steps else None
-    plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l, sampler_steps=sampler_steps)
+    plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l)
     percents = step_percents(args.scheduler, args.steps) if plan.scheduled else None
+    if percents is not None and len(percents) - 1 != args.steps:  # the scheduler runs another number of steps
+        plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l,
+                           sampler_steps=len(percents) - 1)
 
     def count(t: str) -> int:
         found = prompt_chunks(t, chunking=args.chunking, comma_backtrack=args.comma_backtrack,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..clip_impl.encode import EncodeSettings, encode_prompt
 from ..clip_impl.prompt_plan import and_note, plan_prompt
-from ..clip_impl.sigma_schedule import calculate_sigmas, step_percents
+from ..clip_impl.sigma_schedule import step_percents
 from . import common, host
 from .native_clip import native_layer_note
 
@@ -44,9 +44,13 @@ def encode_planned(clip, text: str, settings: EncodeSettings, steps: int, schedu
 
     Entries carry ``start_percent``/``end_percent`` (as ConditioningSetTimestepRange writes them) when they
     cover part of the steps, and ``strength`` (= the AND weight) when the prompt is composed with AND."""
-    sampler_steps = len(calculate_sigmas(scheduler, steps)) - 1 if steps > 0 else None
-    plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l, sampler_steps=sampler_steps)
-    percents = step_percents(scheduler, steps) if plan.scheduled else None
+    plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l)
+    percents = None
+    if plan.scheduled:  # sigmas only for prompts that need timestep ranges
+        percents = step_percents(scheduler, steps)
+        if len(percents) - 1 != steps:  # e.g. ddim_uniform runs 31 steps for 30
+            plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l,
+                               sampler_steps=len(percents) - 1)
     encoded, conditioning, first_status = {}, [], None
     for entry in plan.entries:
         key = (entry.text, entry.text_l)
