@@ -1,4 +1,9 @@
-"""``python -m clip_suite encode``: a prompt to conditioning tensors in a .safetensors file."""
+"""``python -m clip_suite encode``: a prompt to conditioning tensors in a .safetensors file.
+
+``cond``/``pooled`` hold the prompt's (first) encoding. When the prompt has more than one conditioning entry
+(A1111 ``AND``, or schedules resolved with ``--steps``), every entry i is written as ``cond.i``/``pooled.i``
+and the metadata ``schedule`` (JSON) gives each entry's steps, timestep percents, weight, text and tokens.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from ..clip_impl.clip_skip import APPLIES_TO
 from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodeSettings
 from ..clip_impl.loading import ARCHITECTURES
 from ..clip_impl.tower_build import PRECISIONS
-from .options import add_chunk_options, load_embeddings, read_prompt
+from .options import add_chunk_options, add_schedule_options, load_embeddings, read_prompt, schedule_lines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_chunk_options(p)
     p.add_argument("--pooled", choices=POOLED_MODES, default="first_chunk")
     p.add_argument("--empty-prompt", choices=EMPTY_PROMPT_MODES, default="encode")
+    add_schedule_options(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--architecture", choices=ARCHITECTURES, default="auto")
     p.add_argument("--out", required=True, help="output .safetensors (cond, pooled, settings as metadata)")
@@ -51,7 +57,17 @@ def run(args) -> int:
         pooled=args.pooled,
         empty_prompt=args.empty_prompt,
     )
-    out = encode_prompt(model, args.prompt, settings, text_l=args.prompt_l, embeddings=load_embeddings(args.embeddings))
+    from .tokens import schedule_report
+
+    embeddings = load_embeddings(args.embeddings)
+    schedule = schedule_report(args.prompt, args, embeddings, text_l=args.prompt_l)
+    encoded: dict = {}
+    for e in schedule["entries"]:
+        key = (e["text"], e["text_l"])
+        if key not in encoded:
+            encoded[key] = encode_prompt(model, e["text"], settings, text_l=e["text_l"], embeddings=embeddings)
+    first = schedule["entries"][0]
+    out = encoded[(first["text"], first["text_l"])]
     layers = {t: {"layer": c.layer, "layer_norm": c.layer_norm, "of": c.num_layers} for t, c in out.layers.items()}
     metadata = {
         "architecture": out.family,
@@ -61,12 +77,21 @@ def run(args) -> int:
         "warnings": json.dumps(out.warnings),
     }
     tensors = {"cond": out.cond.float().cpu().contiguous(), "pooled": out.pooled.float().cpu().contiguous()}
+    if len(schedule["entries"]) > 1:
+        metadata["schedule"] = json.dumps(schedule)
+        for i, e in enumerate(schedule["entries"]):
+            entry = encoded[(e["text"], e["text_l"])]
+            tensors[f"cond.{i}"] = entry.cond.float().cpu().clone()  # safetensors refuses shared storage
+            tensors[f"pooled.{i}"] = entry.pooled.float().cpu().clone()
     save_file(tensors, args.out, metadata=metadata)
     desc = ", ".join(c.describe(t) for t, c in out.layers.items())
     print(
         f"{out.family}: {out.chunks} chunk{'s' if out.chunks != 1 else ''}, {desc}; "
         f"cond {tuple(tensors['cond'].shape)}, pooled {tuple(tensors['pooled'].shape)} -> {args.out}"
     )
+    if len(schedule["entries"]) > 1 or schedule["notes"]:
+        for line in schedule_lines(schedule, args.scheduler):
+            print(line)
     for w in out.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0

@@ -38,6 +38,38 @@ def add_chunk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", metavar="DIR", help="folder of textual-inversion embeddings")
 
 
+def steps(value: str) -> int:
+    """argparse type: an int of at least 0."""
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
+def add_schedule_options(p: argparse.ArgumentParser) -> None:
+    """``--steps`` and ``--scheduler``: resolve A1111 prompt editing/alternation for a sampler run."""
+    from ..clip_impl.sigma_schedule import SCHEDULERS
+
+    p.add_argument("--steps", type=steps, default=0, metavar="N",
+                   help="A1111 [a:b:when]/[a|b] schedules for N sampler steps (0 = not resolved)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="normal", help="the KSampler's scheduler (default normal)")
+
+
+def schedule_lines(report: dict, scheduler: str) -> list[str]:
+    """Human-readable lines for a ``prompt_plan.plan_report``: one per entry, then the notes."""
+    lines = []
+    if report["steps"]:
+        lines.append(f"schedule: {report['prompts']} prompt{'s' if report['prompts'] != 1 else ''} over "
+                     f"{report['steps']} steps ({scheduler}), {len(report['entries'])} entries")
+    for e in report["entries"]:
+        where = "all steps" if e["start_step"] is None else f"steps {e['start_step']}-{e['end_step']}"
+        if "start_percent" in e:
+            where += f", percent {e['start_percent']:.4f}-{e['end_percent']:.4f}"
+        weight = f", weight {e['weight']:g}" if len(report["entries"]) > 1 or e["weight"] != 1 else ""
+        lines.append(f"  {where}{weight}: {e['tokens']} tokens: {e['text']!r}")
+    return lines + [f"note: {n}" for n in report["notes"]]
+
+
 def add_device_options(p: argparse.ArgumentParser) -> None:
     """``--precision`` and ``--device`` of the image commands."""
     p.add_argument("--precision", choices=PRECISIONS, default="auto")

@@ -1,4 +1,9 @@
-"""``python -m clip_suite tokens``: how a prompt splits into 77-token chunks (no model needed)."""
+"""``python -m clip_suite tokens``: how a prompt splits into 77-token chunks (no model needed).
+
+With ``--steps N`` (and ``--scheduler``) it also shows the A1111 schedule: each conditioning entry the
+encoders would write (step range, timestep percent range, text and its token count), as ``schedule`` in
+``--json``.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +12,54 @@ import json
 
 from ..clip_impl.chunking import describe_chunks
 from ..clip_impl.prompt import prompt_chunks
-from .options import add_chunk_options, load_embeddings, read_prompt
+from ..clip_impl.prompt_plan import plan_prompt, plan_report
+from ..clip_impl.sigma_schedule import step_percents
+from .options import add_chunk_options, add_schedule_options, load_embeddings, read_prompt, schedule_lines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """show how a prompt splits into 77-token chunks (no model needed)"""
     p.add_argument("text", help="the prompt ('-' reads it from standard input)")
     add_chunk_options(p)
+    add_schedule_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def schedule_report(text: str, args, embeddings, text_l: str | None = None) -> dict:
+    """``prompt_plan.plan_report`` for the CLI's settings (token counts with the same chunking)."""
+    plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l)
+    percents = step_percents(args.scheduler, args.steps) if plan.scheduled else None
+    if percents is not None and len(percents) - 1 != args.steps:  # the scheduler runs another number of steps
+        plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l,
+                           sampler_steps=len(percents) - 1)
+
+    def count(t: str) -> int:
+        found = prompt_chunks(t, chunking=args.chunking, comma_backtrack=args.comma_backtrack,
+                              weighting=args.weighting, embeddings=embeddings)
+        return describe_chunks(found.chunks)["tokens"]
+
+    return plan_report(plan, count, percents)
+
+
 def run(args) -> int:
+    embeddings = load_embeddings(args.embeddings)
+    text = read_prompt(args.text)  # "-": standard input
     found = prompt_chunks(
-        read_prompt(args.text),
+        text,
         chunking=args.chunking,
         comma_backtrack=args.comma_backtrack,
         weighting=args.weighting,
-        embeddings=load_embeddings(args.embeddings),
+        embeddings=embeddings,
     )
     report = describe_chunks(found.chunks)
+    schedule = schedule_report(text, args, embeddings) if args.steps else None
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps({**report, "schedule": schedule} if schedule else report))
         return 0
     print(f"{report['tokens']} tokens, {report['chunks']} chunk{'s' if report['chunks'] != 1 else ''}")
     for i, (n, tail) in enumerate(zip(report["chunk_tokens"], report["boundaries"]), 1):
         print(f"  chunk {i}: {n}/75 tokens, ends with: ...{tail}")
+    if schedule:
+        for line in schedule_lines(schedule, args.scheduler):
+            print(line)
     return 0

@@ -16,7 +16,7 @@ Translations (one function each below; the nodes, the CLI, the web page and the 
 | --- | --- | --- | --- |
 | ComfyUI ``CLIPSetLastLayer`` -N | N-1 | N-2 | N-2 |
 | A1111 "Clip skip: N" | N-1 | 0 (the slider does nothing) | 0; with ``sdxl_clip_l_skip``: N-2 on clip_l |
-| Forge "Clip skip: N" | N-1 | as A1111 | max(N, 2)-2 |
+| Forge "Clip skip: N" | N-1 | max(N, 1)-2 (1, Forge's default, is the final layer) | max(N, 2)-2 |
 | diffusers ``clip_skip`` k | k | k | k |
 """
 
@@ -166,11 +166,19 @@ def from_a1111(family: Family, clip_skip_n: int, sdxl_clip_l_skip: bool = False)
 
 
 def from_forge(family: Family, clip_skip_n: int) -> Translation:
-    """Forge's "Clip skip: N" -> our setting: SD1.x N-1; SDXL max(N, 2)-2 on both towers; SD2.x as A1111."""
+    """Forge's "Clip skip: N" -> our setting: SD1.x N-1; SDXL max(N, 2)-2 on both towers; SD2.x N-2.
+
+    Forge (``backend/diffusion_engine/*.py``, ``classic_engine.py``) takes ``hidden_states[-max(N, m)]``
+    with m = 2 and no LayerNorm on SDXL, m = 1 with LayerNorm on SD1.x and SD2.x: so on SD2.x its default
+    Clip skip 1 is the final layer (our -1), not the penultimate layer SD2 was trained with.
+    """
     n = max(int(clip_skip_n), 1)
     if family.name in ("sdxl", "sdxl_refiner"):
         note = f"Forge uses the penultimate layer for Clip skip {n} on SDXL" if n < 2 else ""
         return Translation(max(n, 2) - 2, "both", note)
+    if family.name == "sd2":
+        note = "Forge uses SD2's final layer for Clip skip 1 (its default): clip_skip -1" if n == 1 else ""
+        return Translation(n - 2, "both", note)
     return from_a1111(family, n)
 
 

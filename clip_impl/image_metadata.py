@@ -96,6 +96,16 @@ def _cap(text: str) -> tuple[str, str]:
     return text[:MAX_PROMPT_CHARS], f"the prompt was cut from {len(text):,} to {MAX_PROMPT_CHARS:,} characters"
 
 
+def a1111_parameters(img) -> str | None:
+    """The A1111/Forge ``parameters`` text of an open pillow image (PNG text chunk, or JPEG/WebP EXIF
+    UserComment), or None when it has none."""
+    info = getattr(img, "text", None) or img.info or {}
+    params = info.get("parameters")
+    if isinstance(params, str):
+        return params
+    return _from_exif(img)[1]
+
+
 def _from_exif(img) -> tuple[str | None, str | None]:
     """(ComfyUI graph JSON, A1111 parameters) from EXIF, as ComfyUI's WebP and A1111's JPEG/WebP store them."""
     try:

@@ -1,5 +1,6 @@
 """ComfyUI node classes (thin adapters over ``clip_impl``); ``host.py`` is the only ComfyUI-facing module."""
 
+from .a1111_parameters import ClipSuiteA1111Parameters
 from .aesthetic import ClipSuiteAestheticScore
 from .loader import ClipSuiteLoader
 from .lora import ClipSuiteLoraLoader
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "ClipSuiteSelectBest": ClipSuiteSelectBest,
     "ClipSuiteAestheticScore": ClipSuiteAestheticScore,
     "ClipSuiteZeroShot": ClipSuiteZeroShot,
+    "ClipSuiteA1111Parameters": ClipSuiteA1111Parameters,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteLoader": "Load CLIP (CLIP Suite)",
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
     "ClipSuiteAestheticScore": "Aesthetic Score (CLIP)",
     "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
+    "ClipSuiteA1111Parameters": "A1111 Parameters (CLIP Suite)",
 }
 
 # The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK
 from ..clip_impl.clip_skip import APPLIES_TO, TOWER_LABELS
 from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, WEIGHTINGS, EncodedText
+from ..clip_impl.sigma_schedule import SCHEDULERS
 
 CATEGORY = "CLIP Suite"
 CLIP_TYPES = "CLIP_SUITE,CLIP"  # ComfyUI accepts either type on a comma-separated input
@@ -56,6 +57,16 @@ APPLIES_TO_TOOLTIP = (
     "Which SDXL towers clip_skip changes. both: as ComfyUI CLIPSetLastLayer, Forge and diffusers. clip_l: as "
     "A1111 with its option sdxl_clip_l_skip on (CLIP-G stays at its native layer). clip_g: CLIP-G only."
 )
+STEPS_TOOLTIP = (
+    "A1111 prompt editing and alternation ([from:to:when], [to:when], [from::when], [a|b]): the sampler's step "
+    "count. 0 = not resolved: the prompt is encoded as written (the status says when it holds schedule syntax). "
+    "With steps > 0 the conditioning is one entry per text, each with the timestep range of its steps, so a "
+    "KSampler with the same steps and scheduler uses A1111's text at every step."
+)
+SCHEDULER_TOOLTIP = (
+    "The KSampler's scheduler (used only when steps > 0): the timestep ranges are placed between its sigmas."
+)
+MAX_STEPS = 10000  # KSampler's steps range
 SIZE_TOOLTIPS = {
     "width": "SDXL size conditioning, as CLIPTextEncodeSDXL's width: the original image width the model should imitate (diffusers original_size).",
     "height": "SDXL size conditioning, as CLIPTextEncodeSDXL's height (diffusers original_size).",
@@ -92,6 +103,14 @@ def encode_options() -> dict:
         "weighting": (list(WEIGHTINGS), {"default": "comfy", "tooltip": WEIGHTING_TOOLTIP}),
         "pooled": (list(POOLED_MODES), {"default": "first_chunk", "tooltip": POOLED_TOOLTIP}),
         "empty_prompt": (list(EMPTY_PROMPT_MODES), {"default": "encode", "tooltip": EMPTY_PROMPT_TOOLTIP}),
+    }
+
+
+def schedule_inputs() -> dict:
+    """``steps`` and ``scheduler``: the encoders' optional A1111 schedule inputs (defaults keep old behaviour)."""
+    return {
+        "steps": ("INT", {"default": 0, "min": 0, "max": MAX_STEPS, "step": 1, "tooltip": STEPS_TOOLTIP}),
+        "scheduler": (list(SCHEDULERS), {"default": "normal", "tooltip": SCHEDULER_TOOLTIP}),
     }
 
 

@@ -40,7 +40,8 @@ DIFFUSERS_FOLDER = "diffusers"
 READABLE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 DEVICES = ("auto", "cpu", "gpu")
 NATIVE_CACHE_SIZE = 2  # converted native CLIPs kept (each is a full copy of its text encoders)
-EMBEDDINGS_ENV = "CLIP_SUITE_EMBEDDINGS"  # standalone host: embedding folders (os.pathsep-separated)
+EMBEDDINGS_ENV = "CLIP_SUITE_EMBEDDINGS"
+INPUT_ENV = "CLIP_SUITE_INPUT"  # standalone host: the folder the A1111 Parameters node lists images from  # standalone host: embedding folders (os.pathsep-separated)
 _EMBEDDINGS_LOCK = threading.Lock()
 
 
@@ -183,6 +184,16 @@ class _Host:
     def derive(self, hosted: HostedClip, model: ClipModel) -> HostedClip:
         """A HostedClip for a model made from ``hosted``'s (same devices and origin)."""
         return HostedClip(model, origin=hosted.origin, native_layer=hosted.native_layer)
+
+    # ------------------------------------------------------------------------------- input folder
+    def input_directory(self) -> str | None:
+        """The folder LoadImage lists and uploads to (ComfyUI's ``input``); standalone: $CLIP_SUITE_INPUT.
+        None when there is none. Used by the A1111 Parameters node's ``image`` input."""
+        if in_comfyui():
+            import folder_paths
+
+            return folder_paths.get_input_directory()
+        return os.environ.get(INPUT_ENV) or None
 
 
 class StandaloneHost(_Host):

@@ -11,6 +11,8 @@ from dataclasses import replace
 
 from ..clip_impl.clip_skip import FAMILIES, layer_table
 from ..clip_impl.encode import EncodeSettings, encode_prompt
+from ..clip_impl.prompt_plan import and_note, plan_prompt
+from ..clip_impl.sigma_schedule import step_percents
 from . import common, host
 from .native_clip import native_layer_note
 
@@ -36,6 +38,55 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
     if text_l and family.name != "sdxl":
         notes.append(f"text_l is unused: {family.label} has no CLIP-L")
     return out, common.status_text(out, settings.clip_skip, family.label, notes)
+
+
+def encode_planned(clip, text: str, settings: EncodeSettings, steps: int, scheduler: str, text_l: str | None = None,
+                   families=None, extra: dict | None = None):
+    """A1111 prompts: tags, AND and (steps > 0) schedules resolved, each distinct text encoded once with
+    :func:`run_encode`. Returns (conditioning list, first EncodedText, status text).
+
+    Entries carry ``start_percent``/``end_percent`` (as ConditioningSetTimestepRange writes them) when they
+    cover part of the steps, and ``strength`` (= the AND weight) when the prompt is composed with AND."""
+    plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l)
+    percents = None
+    if plan.scheduled:  # sigmas only for prompts that need timestep ranges
+        percents = step_percents(scheduler, steps)
+        if len(percents) - 1 != steps:  # e.g. ddim_uniform runs 31 steps for 30
+            plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l,
+                               sampler_steps=len(percents) - 1)
+    encoded, conditioning, first_status = {}, [], None
+    for entry in plan.entries:
+        key = (entry.text, entry.text_l)
+        if key not in encoded:
+            encoded[key] = run_encode(clip, entry.text, settings, text_l=entry.text_l, families=families)
+        out, status = encoded[key]
+        first_status = first_status or status
+        options = {"pooled_output": out.pooled, **(extra or {})}
+        if percents is not None and (entry.start_step > 0 or entry.end_step < plan.steps):
+            options["start_percent"], options["end_percent"] = percents[entry.start_step], percents[entry.end_step]
+        if len(plan.weights) > 1 or entry.weight != 1.0:
+            options["strength"] = entry.weight
+        conditioning.append([out.cond, options])
+    first = encoded[(plan.entries[0].text, plan.entries[0].text_l)][0]
+    return conditioning, first, _plan_status(first_status, plan, scheduler, steps)
+
+
+def _plan_status(status: str, plan, scheduler: str, steps: int) -> str:
+    lines = [status]
+    if plan.scheduled:
+        texts = len({(e.text, e.text_l) for e in plan.entries})
+        lines.append(f"schedule: {texts} prompt{'s' if texts != 1 else ''} over {steps} steps ({scheduler}), "
+                     f"{len(plan.entries)} entries")
+        if plan.steps != steps:
+            lines.append(f"note: scheduler {scheduler} runs {plan.steps} steps for steps={steps}; "
+                         "steps past A1111's last use its last text")
+        for e in plan.entries[:12]:
+            shown = e.text if len(e.text) <= 60 else e.text[:57] + "..."
+            lines.append(f"  steps {e.start_step}-{e.end_step - 1}: {shown!r}")
+        if len(plan.entries) > 12:
+            lines.append(f"  ... {len(plan.entries) - 12} more entries")
+    lines += [f"note: {n}" for n in plan.notes + [and_note(plan.weights)] if n]
+    return "\n".join(lines)
 
 
 def web_info(out, settings: EncodeSettings) -> dict:
@@ -75,16 +126,17 @@ class ClipSuiteTextEncode:
                 "clip_skip": common.clip_skip_input(),
                 **common.chunking_inputs(),
                 **common.encode_options(),
-            }
+            },
+            "optional": common.schedule_inputs(),
         }
 
-    def encode(self, clip, text, clip_skip, chunking, comma_backtrack, weighting, pooled, empty_prompt):
+    def encode(self, clip, text, clip_skip, chunking, comma_backtrack, weighting, pooled, empty_prompt,
+               steps=0, scheduler="normal"):
         settings = EncodeSettings(
             clip_skip=clip_skip, chunking=chunking, comma_backtrack=comma_backtrack, weighting=weighting,
             pooled=pooled, empty_prompt=empty_prompt,
         )
-        out, status = run_encode(clip, text, settings)
-        conditioning = [[out.cond, {"pooled_output": out.pooled}]]
+        conditioning, out, status = encode_planned(clip, text, settings, steps, scheduler)
         return {"ui": {"text": [status], "clip_suite": [web_info(out, settings)]}, "result": (conditioning,)}
 
 
@@ -119,17 +171,20 @@ class ClipSuiteTextEncodeSDXL:
                 **common.chunking_inputs(),
                 **common.encode_options(),
                 **common.size_inputs(),
-            }
+            },
+            "optional": common.schedule_inputs(),
         }
 
     def encode(self, clip, text_g, text_l, clip_skip, clip_skip_applies_to, chunking, comma_backtrack, weighting,
-               pooled, empty_prompt, width, height, crop_w, crop_h, target_width, target_height):
+               pooled, empty_prompt, width, height, crop_w, crop_h, target_width, target_height,
+               steps=0, scheduler="normal"):
         settings = EncodeSettings(
             clip_skip=clip_skip, clip_skip_applies_to=clip_skip_applies_to, chunking=chunking,
             comma_backtrack=comma_backtrack, weighting=weighting, pooled=pooled, empty_prompt=empty_prompt,
         )
-        out, status = run_encode(clip, text_g, settings, text_l=text_l, families=("sdxl", "sdxl_refiner"))
         extra = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
                  "target_width": target_width, "target_height": target_height}
-        conditioning = [[out.cond, {"pooled_output": out.pooled, **extra}]]
+        conditioning, out, status = encode_planned(
+            clip, text_g, settings, steps, scheduler, text_l=text_l, families=("sdxl", "sdxl_refiner"), extra=extra
+        )
         return {"ui": {"text": [status], "clip_suite": [web_info(out, settings)]}, "result": (conditioning,)}

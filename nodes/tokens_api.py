@@ -1,8 +1,11 @@
 """The web extension's tokenizer route: ``POST /clip_suite/tokens``.
 
 Request: JSON ``{"text": str, "chunking": "comfy"|"a1111", "comma_backtrack": 0..74, "weighting": ...}``
-(defaults comfy, 20, comfy). Answer: the same object as ``python -m clip_suite tokens --json``
-(``tokens``, ``chunks``, ``chunk_tokens``, ``boundaries``), computed by the pack's own tokenizer and chunker.
+(defaults comfy, 20, comfy), optionally ``"steps": 0..10000`` and ``"scheduler"`` (the encoders' inputs).
+Answer: the same object as ``python -m clip_suite tokens --json`` (``tokens``, ``chunks``, ``chunk_tokens``,
+``boundaries``), computed by the pack's own tokenizer and chunker; a request with ``steps`` also gets
+``schedule`` (``prompt_plan.plan_report``: ``steps``, ``prompts``, ``has_syntax``, ``entries`` with step
+ranges, texts and token counts, ``notes``; no timestep percents).
 Bad requests get 400 (413 when too large; JSON nested too deeply is a 400 too) with ``{"error": message}``.
 The route only tokenizes text: it reads no files except the embeddings folder's names and vectors counts,
 and bounds the input size. Tokenizing runs off ComfyUI's event loop, in a small thread pool of its own, with
@@ -18,6 +21,8 @@ import logging
 
 from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
 from ..clip_impl.prompt import WEIGHTINGS, prompt_chunks
+from ..clip_impl.prompt_plan import plan_prompt, plan_report
+from ..clip_impl.sigma_schedule import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ MAX_TEXT_CHARS = 100_000
 TIME_BUDGET_S = 10.0  # a 100,000-character prompt of any shape takes well under 2 s
 _WORKERS = 2  # tokenizing threads: hostile requests queue here, never on the event loop
 _executor = None
+MAX_STEPS = 10_000  # the encoders' steps range
 
 
 class RequestError(ValueError):
@@ -63,19 +69,34 @@ def parse_request(body: bytes) -> dict:
     backtrack = payload.get("comma_backtrack", 20)
     if isinstance(backtrack, bool) or not isinstance(backtrack, int) or not 0 <= backtrack <= MAX_COMMA_BACKTRACK:
         raise RequestError(400, f"'comma_backtrack' must be an integer 0..{MAX_COMMA_BACKTRACK}, not {backtrack!r}")
-    return {"text": text, "chunking": chunking, "comma_backtrack": backtrack, "weighting": weighting}
+    out = {"text": text, "chunking": chunking, "comma_backtrack": backtrack, "weighting": weighting}
+    if "steps" in payload:  # the encoders send their steps/scheduler; other callers need not
+        steps = payload["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+            raise RequestError(400, f"'steps' must be an integer 0..{MAX_STEPS}, not {steps!r}")
+        scheduler = payload.get("scheduler", "normal")
+        if scheduler not in SCHEDULERS:
+            raise RequestError(400, f"'scheduler' must be one of {', '.join(SCHEDULERS)}, not {scheduler!r}")
+        out.update(steps=steps, scheduler=scheduler)
+    return out
 
 
 def tokens_report(request: dict, embeddings=None) -> dict:
     """The token report for validated settings (see module docstring)."""
-    found = prompt_chunks(
-        request["text"],
-        chunking=request["chunking"],
-        comma_backtrack=request["comma_backtrack"],
-        weighting=request["weighting"],
-        embeddings=embeddings,
-    )
-    return describe_chunks(found.chunks)
+    def chunks(text: str):
+        return prompt_chunks(
+            text,
+            chunking=request["chunking"],
+            comma_backtrack=request["comma_backtrack"],
+            weighting=request["weighting"],
+            embeddings=embeddings,
+        ).chunks
+
+    report = describe_chunks(chunks(request["text"]))
+    if "steps" in request:
+        plan = plan_prompt(request["text"], weighting=request["weighting"], steps=request["steps"])
+        report["schedule"] = plan_report(plan, lambda t: describe_chunks(chunks(t))["tokens"])
+    return report
 
 
 async def _read_bounded(request) -> bytes:

@@ -18,6 +18,7 @@ import {
   formatChunkLines,
   formatCount,
   formatReport,
+  formatSchedule,
   formatScores,
   panelHeight,
   placeLast,
@@ -30,7 +31,7 @@ const TYPING_DELAY_MS = 300;
 const LINE_HEIGHT = 15;
 const PADDING = 6;
 const MARGIN = 6; // the frontend shrinks a DOM widget's element by this on each side
-const OPTION_WIDGETS = ["chunking", "comma_backtrack", "weighting"];
+const OPTION_WIDGETS = ["chunking", "comma_backtrack", "weighting", "steps", "scheduler"];
 const OUR_NODES = new Set([...Object.keys(PROMPT_WIDGETS), ...SCORE_NODES, ...REPORT_NODES]);
 
 const STYLE = `
@@ -113,7 +114,9 @@ function counterLines(node, name, counter) {
   if (counter.error) return [line(`${label}${counter.error}`, "cs-error")];
   if (!counter.report) return [line(`${label}counting…`, "cs-dim")];
   const arrow = counter.open ? "▾" : "▸";
-  const out = [line(`${arrow} ${label}${formatCount(counter.report)}`, "cs-counter", { counter: name })];
+  const schedule = formatSchedule(counter.report);
+  const count = formatCount(counter.report) + (schedule ? ` · ${schedule}` : "");
+  const out = [line(`${arrow} ${label}${count}`, "cs-counter", { counter: name })];
   if (counter.open) out.push(...formatChunkLines(counter.report).map((t) => line(`   ${t}`, "cs-dim")));
   return out;
 }

@@ -48,7 +48,21 @@ export function tokenRequest(text, values = {}) {
   // Prompt Tokens' weighting "auto" (or a node without one) reads the syntax that goes with its chunking,
   // as nodes/prompt_tokens.py does; the route's own default (comfy) matches the CLI's.
   else if (values.chunking !== undefined) body.weighting = values.chunking === "a1111" ? "a1111" : "comfy";
+  // The encoders' A1111 schedule inputs: the route then answers with `schedule` too.
+  if (values.steps !== undefined) body.steps = Number(values.steps);
+  if (values.scheduler !== undefined) body.scheduler = values.scheduler;
   return body;
+}
+
+/**
+ * What the route's `schedule` says about a prompt with A1111 prompt editing/alternation:
+ * "3 prompts over 20 steps" (steps > 0), a hint to set steps (steps = 0), or "" (no schedule syntax).
+ */
+export function formatSchedule(report) {
+  const s = report?.schedule;
+  if (!s || !s.has_syntax) return "";
+  if (!s.steps) return "schedule syntax: set steps to resolve";
+  return `${plural(s.prompts, "prompt")} over ${plural(s.steps, "step")}`;
 }
 
 /**

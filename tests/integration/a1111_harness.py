@@ -113,6 +113,37 @@ def load(folder: Path):
                 sys.modules[name] = module
 
 
+@contextlib.contextmanager
+def load_prompt_modules(folder: Path):
+    """A1111's ``prompt_parser`` (with the real lark grammar library) and ``extra_networks`` from ``folder``,
+    imported as ``modules.*`` next to a stand-in ``modules.errors``; yields (prompt_parser, extra_networks)."""
+    import lark  # noqa: F401  (test-only dependency: A1111's schedule grammar)
+
+    names = ("modules", "modules.errors", "modules.prompt_parser", "modules.extra_networks")
+    saved = {name: sys.modules.get(name) for name in names}
+    try:
+        for name in names:
+            sys.modules.pop(name, None)
+        package = types.ModuleType("modules")
+        package.__path__ = [str(folder)]
+        errors = types.ModuleType("modules.errors")
+        errors.display = lambda e, task, **kwargs: None
+        package.errors = errors
+        sys.modules.update({"modules": package, "modules.errors": errors})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            parser = importlib.import_module("modules.prompt_parser")
+            networks = importlib.import_module("modules.extra_networks")
+        yield parser, networks
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
 class Wrapped:
     """What A1111 wraps: ldm's FrozenCLIPEmbedder, i.e. a transformers tokenizer and ``CLIPTextModel``."""
 

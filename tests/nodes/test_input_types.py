@@ -36,11 +36,19 @@ CONTRACT = {
     "ClipSuiteZeroShot": (
         "Classify Images (CLIP zero-shot)", ["clip", "images", "labels", "template"], ("STRING", "FLOAT", "INT", "STRING")
     ),
+    "ClipSuiteA1111Parameters": (
+        "A1111 Parameters (CLIP Suite)", ["parameters", "family"],
+        ("STRING", "STRING", "INT", ["both", "clip_l", "clip_g"], ["comfy", "a1111", "a1111_no_norm", "none"],
+         ["comfy", "a1111"], "INT", "FLOAT", "INT", "INT", "INT", "STRING", "STRING"),
+    ),
 }
 # Optional inputs added after a node shipped (saved workflows without them load unchanged), in order.
 OPTIONAL = {
     "ClipSuitePromptTokens": ["weighting"],
     "ClipSuiteSelectBest": ["aesthetic_head"],
+    "ClipSuiteTextEncode": ["steps", "scheduler"],
+    "ClipSuiteTextEncodeSDXL": ["steps", "scheduler"],
+    "ClipSuiteA1111Parameters": ["image"],
 }
 # Enum inputs whose choices differ on one node: (node id, input) -> (choices, default).
 NODE_ENUMS = {
@@ -63,6 +71,10 @@ ENUMS = {
     "empty_prompt": (["encode", "zeros"], "encode"),
     "clip_skip_applies_to": (["both", "clip_l", "clip_g"], "both"),
     "scale": (["clipscore_100", "clipscore_2_5", "cosine", "logit"], "clipscore_100"),
+    "family": (["sd1", "sd2", "sdxl"], "sd1"),
+    # ComfyUI 0.3.64's KSampler.SCHEDULERS, in its order
+    "scheduler": (["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                   "linear_quadratic", "kl_optimal"], "normal"),
 }
 INTS = {  # name: (default, min, max)
     "clip_skip": (0, -1, 30),
@@ -70,11 +82,12 @@ INTS = {  # name: (default, min, max)
     "width": (1024, 0, 16384), "height": (1024, 0, 16384), "crop_w": (0, 0, 16384), "crop_h": (0, 0, 16384),
     "target_width": (1024, 0, 16384), "target_height": (1024, 0, 16384),
     "top_k": (1, 1, 4096),
+    "steps": (0, 0, 10000),
 }
 FLOATS = {"min_score": (0.0, -1.0, 100.0)}  # name: (default, min, max)
 TYPES = {
     "clip": "CLIP_SUITE,CLIP", "text": "STRING", "text_g": "STRING", "text_l": "STRING", "images": "IMAGE",
-    "labels": "STRING",
+    "labels": "STRING", "parameters": "STRING",
 }
 LINE_STRINGS = {"template": "a photo of {}."}  # one-line STRING inputs: name -> default
 
@@ -128,6 +141,9 @@ def test_input_types_valid(node_id, standalone):
         elif name in ("head", "aesthetic_head"):  # files of the aesthetic folder; Keep Best's starts with none
             assert isinstance(kind, list) and kind and all(isinstance(v, str) for v in kind)
             assert name != "aesthetic_head" or (kind[0] == "none" and opts["default"] == "none")
+        elif name == "image":  # LoadImage's list of the input folder, with its upload button
+            assert isinstance(kind, list) and kind[0] == "none" and opts["default"] == "none"
+            assert opts.get("image_upload") is True
         elif name in ("model", "model_2"):
             assert isinstance(kind, list) and all(isinstance(v, str) for v in kind)
             assert name != "model_2" or (kind[0] == "none" and opts["default"] == "none")
