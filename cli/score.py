@@ -18,7 +18,7 @@ leading ', characters the output cannot encode are written as backslash escapes,
 8,192 characters (the rest is cut, and the cell says so). ``--prompt -`` reads the prompt from standard
 input. An image that cannot be read, or has no prompt in its metadata, gets a row with the reason and the
 run goes on (exit code 0); bad arguments or a model that cannot score end the run with exit code 2. Images
-are decoded and resized in worker processes while the model runs (``cli/image_loader.py``). A progress bar
+are decoded and resized in worker processes while the model runs (``clip_impl/image_loader.py``). A progress bar
 goes to stderr when it is a terminal; a summary line (count, mean, min, max) ends the run.
 """
 
@@ -40,7 +40,7 @@ from ..clip_impl.similarity import (
     text_embedding,
 )
 from .copy_images import check_target, copy_files
-from .image_loader import ImageLoader, default_workers
+from ..clip_impl.image_loader import ImageLoader, default_workers
 from .images import Progress, collect_images
 from .options import add_device_options, positive, read_prompt, resolve_device
 

@@ -15,7 +15,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from clip_suite.cli import main
-from clip_suite.cli.image_loader import ImageLoader
+from clip_suite.clip_impl.image_loader import ImageLoader
 from clip_suite.clip_impl.aesthetic import aesthetic_scores, load_head
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.preprocess import load_image_file, preprocess_images

@@ -30,8 +30,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..clip_impl.letterbox import letterbox_images
-from ..clip_impl.preprocess import image_to_tensor, open_image, preprocess_images
+from .letterbox import letterbox_images
+from .preprocess import image_to_tensor, open_image, preprocess_images
 
 
 @dataclass
