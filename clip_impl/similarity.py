@@ -95,7 +95,7 @@ def text_embedding(model: ClipModel, prompt: ScoringPrompt, cache: ByteLRUCache 
     key = (tower.cache_id, prompt.ids)
     found = cache.get(key) if cache is not None else None
     if found is not None:
-        return found
+        return found.to(tower.device)
     row = [BOS_ID, *prompt.ids, EOS_ID]
     row += [tower.config.pad_id] * (tower.config.positions - len(row))
     ids = torch.tensor([row], dtype=torch.long)
@@ -103,7 +103,7 @@ def text_embedding(model: ClipModel, prompt: ScoringPrompt, cache: ByteLRUCache 
         out = tower(ids, tower.config.layers, layer_norm_hidden=False, project=True)
     emb = F.normalize(out.pooled.float(), dim=-1)[0]
     if cache is not None:
-        cache.put(key, emb)
+        cache.put(key, emb.to("cpu"))  # on the CPU: GPU memory the host does not count must not pile up
     return emb
 
 

@@ -147,7 +147,7 @@ def test_chain_rounds_once_like_a_loraloader_chain(model_dir, l_model, sd1_lora)
     lora = read_lora(path)
     once = apply_loras(model, [(lora, 0.4)]).model
     chained = apply_loras(once, [(lora, 0.6)]).model
-    assert chained.extra["lora"]["base"] is model and len(chained.extra["lora"]["chain"]) == 2
+    assert chained.extra["lora"]["base"]() is model and len(chained.extra["lora"]["chain"]) == 2
     w = chained.towers["l"].text_model.encoder.layers[2].mlp.fc1.weight
     layer, t, up, down = next(m for m in modules if m[0] == 2 and m[1] == "fc1")
     base = model.towers["l"].text_model.encoder.layers[2].mlp.fc1.weight.float()

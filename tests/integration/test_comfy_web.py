@@ -29,7 +29,7 @@ import torch
 
 from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
 from clip_suite.cli import main as cli_main
-from clip_suite.nodes.tokens_api import MAX_BODY_BYTES, MAX_TEXT_CHARS
+from clip_suite.nodes.hosting.tokens_route import MAX_BODY_BYTES, MAX_TEXT_CHARS
 from comfy_harness import comfyui_server
 
 HERE = Path(__file__).resolve().parent

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 
-from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
-from ..clip_impl.prompt import WEIGHTINGS, prompt_chunks
+from ...clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
+from ...clip_impl.prompt import WEIGHTINGS, prompt_chunks
 
 log = logging.getLogger(__name__)
 
