@@ -25,8 +25,10 @@ pools from CLIP-G, and ComfyUI leaves that weight uninitialised when a checkpoin
 from __future__ import annotations
 
 import functools
+import threading
 import uuid
 import weakref
+from collections import OrderedDict
 
 import torch
 
@@ -47,9 +49,12 @@ _FAMILY_BY_ROLES = {
 # ComfyUI's classes for the families above; another class with the same towers encodes differently
 # (Stable Cascade's clip_g, for one), so it is refused by name.
 KNOWN_CLASSES = {"SD1ClipModel", "SD2ClipModel", "SDXLClipModel", "SDXLRefinerClipModel"}
-# One id per native model (its cond_stage_model), kept only while the model lives; its cached encodings
-# are dropped with it.
-_MODEL_IDS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+# Per native model (its cond_stage_model), kept only while it lives: an id (its cached encodings are
+# dropped with it) and the models built over it, per patch set (building one takes a moment; it holds
+# ComfyUI's child modules, never the cond_stage_model itself, so the entry does not keep it alive).
+_NATIVE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[str, OrderedDict]]" = weakref.WeakKeyDictionary()
+_NATIVE_LOCK = threading.Lock()
+MODELS_PER_NATIVE = 8  # patch sets kept per native model (LoRA clones of one CLIP)
 
 
 def family_of(children, class_name: str) -> str:
@@ -135,20 +140,32 @@ class NativeTower(TextTower):
         return self._native_embedding[0].weight.device
 
 
-def _model_id(csm) -> str:
-    model_id = _MODEL_IDS.get(csm)
-    if model_id is None:
-        model_id = _MODEL_IDS.setdefault(csm, f"native-{uuid.uuid4().hex}")
-        weakref.finalize(csm, forget, model_id)
-    return model_id
-
-
 def model_from_native(csm, fetch=plain_fetch, patch_key: str = "") -> ClipModel:
     """A ClipModel of :class:`NativeTower` over a native ``cond_stage_model`` (no weights copied).
 
     ``patch_key`` names the patch set the weights carry when the towers run (ComfyUI: the clone's
-    ``patcher.patches_uuid``): encodings are cached per (model, patch set, tower).
+    ``patcher.patches_uuid``): encodings are cached per (model, patch set, tower). Built once per
+    (model, fetch, patch set) while the model lives.
     """
+    with _NATIVE_LOCK:
+        entry = _NATIVE.get(csm)
+        if entry is None:
+            entry = (f"native-{uuid.uuid4().hex}", OrderedDict())
+            _NATIVE[csm] = entry
+            weakref.finalize(csm, forget, entry[0])
+        model_id, built = entry
+        key = (patch_key, fetch)
+        model = built.get(key)
+        if model is None:
+            model = _build(csm, fetch, f"{model_id}:{patch_key}")
+            built[key] = model
+            while len(built) > MODELS_PER_NATIVE:
+                built.popitem(last=False)
+        built.move_to_end(key)
+    return model
+
+
+def _build(csm, fetch, cache_prefix: str) -> ClipModel:
     children = dict(csm.named_children())
     family = FAMILIES[family_of(list(children), type(csm).__name__)]
     shapes = {
@@ -158,7 +175,6 @@ def model_from_native(csm, fetch=plain_fetch, patch_key: str = "") -> ClipModel:
     }
     found = {src.family: src for src in find_text_towers(shapes)}
     name = f"ComfyUI CLIP ({type(csm).__name__})"
-    model_id = _model_id(csm)
     towers = {}
     for child, role in TOWER_CHILDREN.items():
         if role not in family.towers:
@@ -169,7 +185,7 @@ def model_from_native(csm, fetch=plain_fetch, patch_key: str = "") -> ClipModel:
             found[role].config(role),
             children[child].transformer,
             fetch,
-            cache_id=f"{model_id}:{patch_key}:{role}",
+            cache_id=f"{cache_prefix}:{role}",
             source=f"{name} {child}",
         )
     towers = {role: towers[role] for role in family.towers}
