@@ -97,13 +97,17 @@ def run_child(case: str, comfy: str, paths: list[str], text: str, runs: int) -> 
 
 
 def prompt_of(tokens_wanted: int) -> str:
-    """WORDS repeated to about ``tokens_wanted`` tokens (checked by the child, which prints the count)."""
+    """WORDS repeated to at most ``tokens_wanted`` CLIP tokens (weights and brackets included)."""
+    from clip_suite.clip_impl.tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
     words = WORDS.split(" ")
-    out, i = [], 0
-    while len(" ".join(out)) < tokens_wanted * 4.4:  # ~4.4 characters per CLIP token for this text
-        out.append(words[i % len(words)])
-        i += 1
-    return " ".join(out)
+    out: list[str] = []
+    while True:
+        longer = out + [words[len(out) % len(words)]]
+        if len(tok.encode(" ".join(longer))) > tokens_wanted:
+            return " ".join(out)
+        out = longer
 
 
 def main() -> int:
