@@ -9,11 +9,13 @@ weighting is computed once.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import weakref
+from collections import OrderedDict, deque
 
 import torch
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+_CACHES: "weakref.WeakSet[ByteLRUCache]" = weakref.WeakSet()
 
 
 def _nbytes(value) -> int:
@@ -35,18 +37,32 @@ class ByteLRUCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        # Models that went away (see forget()): appended without the lock, dropped at the next use.
+        self._forgotten: deque = deque()
+        _CACHES.add(self)
 
     @property
     def nbytes(self) -> int:
         with self._lock:  # put() passes the bound for a moment before it evicts: never show that state
+            self._drop_forgotten()
             return self._bytes
 
     def __len__(self) -> int:
-        return len(self._items)
+        with self._lock:
+            self._drop_forgotten()
+            return len(self._items)
+
+    def _drop_forgotten(self) -> None:
+        while self._forgotten:
+            owned = _owned_by(self._forgotten.popleft())
+            for key in [k for k in self._items if owned(k)]:
+                del self._items[key]
+                self._bytes -= self._sizes.pop(key)
 
     def get(self, key):
         """The cached value or None (and mark it recently used)."""
         with self._lock:
+            self._drop_forgotten()
             value = self._items.get(key)
             if value is None:
                 self.misses += 1
@@ -59,6 +75,7 @@ class ByteLRUCache:
         """Store ``value``; a value larger than the whole bound is not stored."""
         size = _nbytes(value)
         with self._lock:
+            self._drop_forgotten()
             if key in self._items:
                 self._bytes -= self._sizes.pop(key)
                 del self._items[key]
@@ -83,6 +100,26 @@ class ByteLRUCache:
             for key in [k for k in self._items if predicate(k)]:
                 del self._items[key]
                 self._bytes -= self._sizes.pop(key)
+
+
+def _owned_by(cache_id: str):
+    prefix = cache_id + ":"
+
+    def owned(key) -> bool:
+        head = key[0] if isinstance(key, tuple) and key else None
+        return isinstance(head, str) and (head == cache_id or head.startswith(prefix))
+
+    return owned
+
+
+def forget(cache_id: str) -> None:
+    """Drop, from every cache, the entries of a model that is gone: keys whose first item is ``cache_id``
+    or starts with ``cache_id + ":"`` (a host's per-patch-set ids under one model).
+
+    Safe in a garbage-collection finalizer: it takes no lock (a collection may run while a cache holds
+    its lock); each cache drops the entries at its next use."""
+    for cache in list(_CACHES):
+        cache._forgotten.append(cache_id)
 
 
 CHUNK_CACHE = ByteLRUCache()

@@ -23,6 +23,7 @@ from .chunking import TokenChunk
 from .clip_skip import LayerChoice, layer_warnings, resolve_layers
 from .model import ClipModel
 from .prompt import WEIGHTINGS, prompt_chunks
+from .transformer import linear
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,8 @@ def _check_weights(chunks: dict) -> None:
 
 
 def _project(tower, pooled: torch.Tensor) -> torch.Tensor:
-    w = tower.text_projection.weight
-    return torch.nn.functional.linear(pooled, w.to(pooled.dtype))
+    # linear() casts device and dtype: the projection may sit apart from the pooled vector (partial unload).
+    return linear(pooled, tower.text_projection)
 
 
 def _zeros(model: ClipModel, layers, warnings) -> EncodedText:

@@ -41,6 +41,7 @@ def load_clip(
     device: str | torch.device = "cpu",
     with_vision: bool | str = "auto",
     storage_dtype: torch.dtype | None = None,
+    placement: str = "",
 ) -> ClipModel:
     """Load the text towers (and a vision tower, if present) of one or two files/folders.
 
@@ -49,7 +50,9 @@ def load_clip(
     loads one. ``model.extra["vision_text"]`` names the text tower the vision tower pairs with.
     ``storage_dtype`` (optional) overrides the dtype the weights are kept in, not the compute dtype nor
     the fp16 rounding of ``auto``: a host that loads on one device and runs on another (ComfyUI: load on
-    the CPU, run on the GPU) picks the storage for the device the towers will run on.
+    the CPU, run on the GPU) picks the storage for the device the towers will run on, and names that
+    device in ``placement``: towers are shared only between loads with the same placement, so a tower
+    is never asked to be on two devices at once.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r}; use one of {', '.join(ARCHITECTURES)}")
@@ -60,7 +63,7 @@ def load_clip(
     found = [(r, src) for r in readers for src in find_text_towers(r.shapes)]
     match = None
     if with_vision:
-        match = find_vision(readers, found, precision, device, storage_dtype)
+        match = find_vision(readers, found, precision, device, storage_dtype, placement)
         if match is None and with_vision is True:
             raise ModelFileError(no_vision_message(readers))
     vision = match.tower if match is not None else None
@@ -77,7 +80,7 @@ def load_clip(
     towers = {}
     for role, (reader, src) in assignment.items():
         _check_shape(reader, src, role, family.label)
-        towers[role] = _shared_tower(reader, src, role, precision, device, storage_dtype)
+        towers[role] = _shared_tower(reader, src, role, precision, device, storage_dtype, placement)
     model = ClipModel(family, towers, vision, tuple(paths), precision)
     if match is not None:
         model.extra["vision_text"] = match.text_role(assignment)
@@ -190,8 +193,8 @@ def _check_shape(reader: WeightReader, src: TowerSource, role: str, label: str) 
         )
 
 
-def _shared_tower(reader, src, role, precision, device, storage_dtype=None) -> TextTower:
-    key = ("text", file_identity(reader), src.prefix, role, precision, str(device), storage_dtype)
+def _shared_tower(reader, src, role, precision, device, storage_dtype=None, placement="") -> TextTower:
+    key = ("text", file_identity(reader), src.prefix, role, precision, str(device), storage_dtype, placement)
     return shared_tower(key, lambda: build_text_tower(reader, src, role, precision, device, storage_dtype))
 
 

@@ -277,6 +277,8 @@ def plan(lora: TextEncoderLora, model: ClipModel) -> tuple[dict[str, list[TowerP
 
 # ---------------------------------------------------------------------------------------- patching
 _PATCHED: "weakref.WeakValueDictionary[tuple, TextTower]" = weakref.WeakValueDictionary()
+# patched tower -> {parameter name: weak reference to the original tensor it shares}
+_SHARED_WITH: "weakref.WeakKeyDictionary[TextTower, dict]" = weakref.WeakKeyDictionary()
 _PATCHED_LOCK = threading.Lock()
 
 
@@ -320,15 +322,44 @@ def build_patched_tower(
         convert_weights(one, precision, device, storage[name], f"{tower.source} with {label}")
         new[name] = one[name]
     state = {}
+    originals = {}
     for name, p in tower.state_dict(keep_vars=True).items():
         # Untouched tensors are shared (a new Parameter over the same storage, so moving one tower
         # between devices never moves the other).
         state[name] = new[name] if name in new else p.detach().to(device)
+        if name not in new:
+            originals[name] = weakref.ref(p)
     with torch.device("meta"):
         patched = TextTower(tower.config, source=f"{tower.source} + {label}", compute_dtype=tower.compute_dtype)
     patched.load_state_dict(state, strict=True, assign=True)
     patched.eval().requires_grad_(False)
+    _SHARED_WITH[patched] = originals
     return patched
+
+
+def reshare(module: torch.nn.Module) -> int:
+    """Point the untouched tensors of LoRA-patched towers in ``module`` back at their originals' storage.
+
+    Moving a tower (``Module.to``, as a host does to load and offload it) gives every tensor new
+    storage, so after a round trip a patched tower would hold a second copy of the weights it shares.
+    A host calls this after moving towers; tensors whose original is gone, elsewhere, or of another
+    dtype are left alone. Returns how many tensors were re-shared.
+    """
+    count = 0
+    for tower in module.modules():
+        originals = _SHARED_WITH.get(tower)
+        if not originals:
+            continue
+        params = dict(tower.named_parameters())
+        for name, ref in originals.items():
+            original, mine = ref(), params.get(name)
+            if original is None or mine is None or mine.data_ptr() == original.data_ptr():
+                continue
+            same_place = original.device == mine.device and original.dtype == mine.dtype
+            if same_place and original.shape == mine.shape:
+                mine.data = original.data
+                count += 1
+    return count
 
 
 def apply_loras(model: ClipModel, loras: list[tuple[TextEncoderLora, float]], device=None) -> LoraResult:
@@ -340,7 +371,12 @@ def apply_loras(model: ClipModel, loras: list[tuple[TextEncoderLora, float]], de
     (default: where each tower is). Raises ValueError when a LoRA is for another model.
     """
     previous = model.extra.get("lora")
-    base, chain = (previous["base"], list(previous["chain"])) if previous else (model, [])
+    base, chain = (previous["base"](), list(previous["chain"])) if previous else (model, [])
+    if base is None:
+        raise ValueError(
+            "this CLIP carries LoRAs, and the model they were applied to is no longer loaded: run its loader "
+            "again (queue the workflow again) before adding another LoRA"
+        )
     notes, warnings = [], []
     placed = {id(lora): plan(lora, base)[0] for lora, _ in chain}
     for lora, strength in loras:
@@ -374,7 +410,8 @@ def apply_loras(model: ClipModel, loras: list[tuple[TextEncoderLora, float]], de
     for role, tower in base.towers.items():
         patches = [(p, s) for lora, s in chain for p in placed[id(lora)].get(role, ())]
         towers[role] = _cached_tower(tower, chain, role, patches, base.precision, device) if patches else tower
-    extra = {**base.extra, "lora": {"base": base, "chain": tuple(chain)}}
+    # A weak reference: the patched model must not keep the unpatched one (and its memory) alive.
+    extra = {**base.extra, "lora": {"base": weakref.ref(base), "chain": tuple(chain)}}
     sources = base.sources + tuple(str(lora.path) for lora, _ in chain)
     patched = ClipModel(
         base.family, towers, base.vision, sources, base.precision, extra, logit_scale_source=base.logit_scale_source

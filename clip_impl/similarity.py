@@ -138,8 +138,8 @@ def _embed_prompts(model: ClipModel, prompts, cache, batch_size: int) -> list[to
         for key, emb in zip(part, F.normalize(out.pooled.float(), dim=-1)):
             found[key] = emb.clone()  # a row of its own, so a cache entry does not keep the batch alive
             if cache is not None:
-                cache.put(key, found[key])
-    return [found[k] for k in keys]
+                cache.put(key, found[key].to("cpu"))  # on the CPU: GPU memory the host does not count
+    return [found[k].to(tower.device) for k in keys]
 
 
 def image_embeddings(model: ClipModel, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:

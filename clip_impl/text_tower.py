@@ -12,13 +12,15 @@ LayerNorm, at the first EOS of each row, projected when the tower has a projecti
 from __future__ import annotations
 
 import uuid
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from .cache import forget
 from .tokenizer import EOS_ID, VOCAB_SIZE
-from .transformer import LAYER_NORM_EPS, Encoder, embedding_table, layer_norm, linear, projection
+from .transformer import LAYER_NORM_EPS, Encoder, embedding_table, layer_norm, linear, projection, stored_table, weights
 
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
@@ -74,15 +76,26 @@ class TextTower(nn.Module):
     """A CLIP text transformer with layer selection and a pooled (optionally projected) output."""
 
     def __init__(
-        self, cfg: TextTowerConfig, device=None, dtype=None, *, source: str = "", compute_dtype=torch.float32
+        self,
+        cfg: TextTowerConfig,
+        device=None,
+        dtype=None,
+        *,
+        source: str = "",
+        compute_dtype=torch.float32,
+        cache_id: str | None = None,
     ):
         super().__init__()
         self.config = cfg
         self.text_model = _TextModel(cfg, device, dtype)
         self.text_projection = projection(cfg.width, cfg.projection_dim, device, dtype)
         self.compute_dtype = compute_dtype
-        # Keys of cached encodings: each tower (each set of weights) gets its own, never reused.
-        self.cache_id = uuid.uuid4().hex
+        # Keys of cached encodings: each tower (each set of weights) gets its own, never reused. Its cached
+        # encodings go when the tower goes; a given ``cache_id`` belongs to its owner, who drops them.
+        if cache_id is None:
+            cache_id = uuid.uuid4().hex
+            weakref.finalize(self, forget, cache_id)
+        self.cache_id = cache_id
         self.source = source or cfg.name  # the file (and prefix) it came from, for messages
 
     @property
@@ -94,12 +107,13 @@ class TextTower(nn.Module):
 
         ``vectors`` are (row, position, vector (C,)) that replace token embeddings (textual inversion).
         """
-        table = self.text_model.embeddings.token_embedding.weight
-        x = table[ids].to(self.compute_dtype)
+        embeddings = self.text_model.embeddings
+        x = stored_table(embeddings.token_embedding, ids.device)[ids].to(self.compute_dtype)
         for row, pos, vec in vectors:
             x[row, pos] = vec.to(device=x.device, dtype=x.dtype)
-        pos_table = self.text_model.embeddings.position_embedding.weight[: ids.shape[1]]
-        return x + pos_table.to(x.dtype)
+        # Device and dtype: a host may have moved this table apart from the rest (a partial unload).
+        pos_table, _ = weights(embeddings.position_embedding, x)
+        return x + pos_table[: ids.shape[1]]
 
     def forward(
         self,

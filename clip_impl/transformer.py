@@ -5,7 +5,8 @@ transformers' ``CLIPEncoderLayer``. Attention runs through ``scaled_dot_product_
 are one fused projection (OpenCLIP's ``in_proj`` layout; HF's q/k/v are stacked by rows on load).
 
 Weights may be stored in a narrower dtype than the compute dtype (e.g. fp16 storage, fp32 compute, as
-ComfyUI does); they are then cast per use.
+ComfyUI does), or on another device (a host that partially offloaded a tower); they are then cast per use.
+A :class:`Borrowed` leaf holds no weights and fetches them at each use (ComfyUI's own text encoders).
 """
 
 from __future__ import annotations
@@ -40,14 +41,42 @@ def cast(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return param.to(device=like.device, dtype=like.dtype)
 
 
-def layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """LayerNorm with the module's parameters cast to x's dtype."""
-    return F.layer_norm(x, norm.normalized_shape, cast(norm.weight, x), cast(norm.bias, x), LAYER_NORM_EPS)
+class Borrowed(nn.Module):
+    """A Linear, LayerNorm or Embedding that holds no weights of its own: ``fetch(dtype, device)`` gives
+    its (weight, bias) at each use, e.g. a host's layer cast (and patched) by the host. ``dtype`` None
+    keeps the stored dtype. Towers built over another implementation's modules use these as leaves."""
+
+    def __init__(self, fetch, normalized_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.fetch = fetch
+        self.normalized_shape = normalized_shape
 
 
-def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    bias = None if layer.bias is None else cast(layer.bias, x)
-    return F.linear(x, cast(layer.weight, x), bias)
+def weights(layer: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of a layer in ``like``'s dtype and on its device (a moved or borrowed layer too)."""
+    if isinstance(layer, Borrowed):
+        return layer.fetch(like.dtype, like.device)
+    bias = getattr(layer, "bias", None)  # an nn.Embedding has none
+    return cast(layer.weight, like), (None if bias is None else cast(bias, like))
+
+
+def stored_table(layer: nn.Module, device: torch.device) -> torch.Tensor:
+    """An embedding table (rows, C) on ``device`` in its stored dtype (looked up before any cast)."""
+    if isinstance(layer, Borrowed):
+        return layer.fetch(None, device)[0]
+    return layer.weight if layer.weight.device == device else layer.weight.to(device)
+
+
+def layer_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """LayerNorm with the module's parameters cast to x's dtype and device."""
+    w, b = weights(norm, x)
+    return F.layer_norm(x, norm.normalized_shape, w, b, LAYER_NORM_EPS)
+
+
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """``layer(x)`` with its weights cast to x's dtype and device (x: (..., in) -> (..., out))."""
+    w, b = weights(layer, x)
+    return F.linear(x, w, b)
 
 
 class Attention(nn.Module):
@@ -79,7 +108,7 @@ class Attention(nn.Module):
         one; positions after ``rows[b]`` are masked, which equals the causal result at that row.
         """
         b, n, c = x.shape
-        w, bias = cast(self.in_proj.weight, x), cast(self.in_proj.bias, x)
+        w, bias = weights(self.in_proj, x)
         picked = x[torch.arange(b, device=x.device), rows].unsqueeze(1)  # (B, 1, C)
         q = F.linear(picked, w[:c], bias[:c])
         kv = F.linear(x, w[c:], bias[c:])

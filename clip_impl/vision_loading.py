@@ -172,7 +172,7 @@ def find_vision_sources(shapes: dict) -> list[VisionSource]:
 
 
 def find_vision(
-    readers: list[WeightReader], found_text_towers: list, precision: str, device, storage_dtype=None
+    readers: list[WeightReader], found_text_towers: list, precision: str, device, storage_dtype=None, placement=""
 ) -> VisionMatch | None:
     """The vision tower in ``readers`` (None if there is none), paired with one of ``found_text_towers``
     ((reader, TowerSource) pairs) and built. Raises ModelFileError for two vision towers, a pair from
@@ -200,7 +200,7 @@ def find_vision(
     # An SD2 unCLIP checkpoint also holds both, at unrelated prefixes: it stays an SD2.x model.
     full_clip = text[0] is reader and src.prefix in (text[1].prefix, text[1].prefix + "visual.")
     cfg = src.config(reader.config_for(src.prefix), _text_activation(*text))
-    tower = _shared_vision(reader, src, cfg, precision, device, storage_dtype)
+    tower = _shared_vision(reader, src, cfg, precision, device, storage_dtype, placement)
     return VisionMatch(tower, text, full_clip, logit_scale_reader(reader, src) if full_clip else None)
 
 
@@ -270,8 +270,9 @@ def _pair(reader: WeightReader, src: VisionSource, where: str, found: list) -> t
     )
 
 
-def _shared_vision(reader, src, cfg, precision, device, storage_dtype=None) -> VisionTower:
-    key = ("vision", file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), storage_dtype)
+def _shared_vision(reader, src, cfg, precision, device, storage_dtype=None, placement="") -> VisionTower:
+    key = ("vision", file_identity(reader), src.prefix, cfg, precision, str(torch.device(device)), storage_dtype,
+           placement)
     return shared_tower(key, lambda: build_vision_tower(reader, src, precision, device, cfg, storage_dtype))
 
 

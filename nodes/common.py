@@ -6,7 +6,7 @@ No host imports here: this is plain data and formatting, tested without ComfyUI.
 from __future__ import annotations
 
 from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK
-from ..clip_impl.clip_skip import APPLIES_TO, TOWER_LABELS
+from ..clip_impl.clip_skip import APPLIES_TO, FAMILIES, TOWER_LABELS, from_set_last_layer
 from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, WEIGHTINGS, EncodedText
 from ..clip_impl.sigma_schedule import SCHEDULERS
 
@@ -135,3 +135,15 @@ def status_text(out: EncodedText, clip_skip: int, label: str, notes=()) -> str:
     lines += [f"note: {n}" for n in notes if n]
     lines += [f"warning: {w}" for w in out.warnings]
     return "\n".join(lines)
+
+
+def native_layer_note(native_layer: int | None, family_name: str, clip_skip: int) -> str | None:
+    """Status note when the input CLIP carries a CLIPSetLastLayer setting, which our clip_skip overrides."""
+    if native_layer is None:
+        return None
+    same = from_set_last_layer(FAMILIES[family_name], native_layer)
+    verdict = "same layer" if same == clip_skip else f"that would be clip_skip {same}"
+    return (
+        f"input CLIP has CLIPSetLastLayer {native_layer}: ignored, clip_skip {clip_skip} decides the layer "
+        f"({verdict})"
+    )

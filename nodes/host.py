@@ -1,266 +1,98 @@
-"""The one module that talks to the host: ComfyUI's folders, devices, dtypes and model management.
+"""The one module that talks to ComfyUI: its folders, devices, dtypes, model management and server.
 
 Nothing here imports ``comfy``, ``folder_paths`` or ``server`` at module level; :func:`get_host` picks
 
 - :class:`ComfyHost` when ComfyUI has loaded (``folder_paths`` and ``comfy.model_management`` are in
-  ``sys.modules``, as they always are before ComfyUI imports a custom node pack). Each loaded tower (and a
-  vision tower, when a model has one) is wrapped in a ``comfy.model_patcher.ModelPatcher`` and
-  ``load_models_gpu`` runs before each use, so ComfyUI moves, evicts and counts it like its own models
-  (the way ``comfy/clip_vision.py`` wraps its vision model);
-- :class:`StandaloneHost` otherwise (CI, scripts): model folders under ``$CLIP_SUITE_MODELS``, the CPU
-  (or CUDA when present), no model management.
+  ``sys.modules``, as they always are before ComfyUI imports a custom node pack). Each tower our loader
+  loads (and a vision tower, when a model has one) is wrapped in one ``comfy.model_patcher.ModelPatcher``
+  and ``load_models_gpu`` runs before each use, so ComfyUI moves, evicts and counts it like its own models
+  (the way ``comfy/clip_vision.py`` wraps its vision model). ComfyUI's own CLIP is driven in place
+  (``hosting/native_text.py``): its clone's patcher is loaded as ``CLIP.load_model`` does, and our
+  encoders compute with its weights through ``comfy.ops.cast_bias_weight``;
+- :class:`StandaloneHost` otherwise (CI, scripts).
 
-The value that travels between our nodes (ComfyUI type ``CLIP_SUITE``) is a :class:`HostedClip`.
+Both implement :class:`hosting.interface.Host`; the value that travels between our nodes (ComfyUI type
+``CLIP_SUITE``) is a :class:`HostedClip`.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
 import threading
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..clip_impl.cache import CHUNK_CACHE, ByteLRUCache
-from ..clip_impl.embeddings import EmbeddingLibrary
-from ..clip_impl.folders import walk_once
+from ..clip_impl.lora import reshare
 from ..clip_impl.loading import load_clip
 from ..clip_impl.model import ClipModel
-from . import native_clip
+from .hosting import native_text, tokens_route
+from .hosting.folders import DeviceCache, FolderHost, check_device_choice
+from .hosting.interface import DEVICES, DIFFUSERS_FOLDER, MODEL_FOLDERS, READABLE_SUFFIXES, Host, HostedClip
+from .hosting.standalone import EMBEDDINGS_ENV, INPUT_ENV, StandaloneHost
+
+__all__ = [
+    "DEVICES", "DIFFUSERS_FOLDER", "EMBEDDINGS_ENV", "INPUT_ENV", "MODEL_FOLDERS", "READABLE_SUFFIXES", "ComfyHost",
+    "DeviceCache", "Host", "HostedClip", "StandaloneHost", "get_host", "in_comfyui", "register_routes", "set_host",
+]
 
 log = logging.getLogger(__name__)
 
-MODEL_FOLDERS = ("checkpoints", "text_encoders", "clip_vision")
-DIFFUSERS_FOLDER = "diffusers"
-READABLE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-DEVICES = ("auto", "cpu", "gpu")
-NATIVE_CACHE_SIZE = 2  # converted native CLIPs kept (each is a full copy of its text encoders)
-EMBEDDINGS_ENV = "CLIP_SUITE_EMBEDDINGS"
-INPUT_ENV = "CLIP_SUITE_INPUT"  # standalone host: the folder the A1111 Parameters node lists images from  # standalone host: embedding folders (os.pathsep-separated)
-_EMBEDDINGS_LOCK = threading.Lock()
-
-
-@dataclass
-class HostedClip:
-    """A CLIP model as the host runs it: the towers, their patchers, and notes for the node status.
-
-    ``patchers`` maps a part ("l", "g", "h" for text towers, "vision") to its ModelPatcher (empty in the
-    standalone host). ``native_layer`` is the ``CLIPSetLastLayer`` value of a native CLIP input, if any.
-    """
-
-    model: ClipModel
-    patchers: dict = field(default_factory=dict)
-    origin: str = ""
-    native_layer: int | None = None
-
-    @property
-    def text_parts(self) -> tuple[str, ...]:
-        return tuple(self.model.towers)
+GPU_FALLBACK_NOTE = (
+    "device gpu: ComfyUI runs with {state} (weights kept off the GPU), which CLIP Suite's own towers cannot "
+    "follow layer by layer; loaded on the CPU in fp32 instead. For the GPU under this setting, feed "
+    "ComfyUI's own CLIP (Load CLIP / DualCLIPLoader) to the encoders"
+)
 
 
 class _Hosted(torch.nn.Module):
     """What a ModelPatcher holds: our tower as a submodule, plus the plain ``device`` attribute that the
-    patcher reads and writes (our towers expose ``device`` as a read-only property)."""
+    patcher reads and writes (our towers expose ``device`` as a read-only property).
+
+    Moving it (ComfyUI loads and offloads with ``.to()``) re-shares the tensors a LoRA-patched tower
+    shares with its original, which the move would otherwise turn into a second copy."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device):
         super().__init__()
         self.inner = module
         self.device = device
 
-
-class DeviceCache:
-    """A view of a CPU chunk cache for towers on another device: stores on the CPU, returns on ``device``,
-    so cached encodings never hold GPU memory that the host does not know about."""
-
-    def __init__(self, base: ByteLRUCache, device: torch.device):
-        self.base, self.device = base, device
-
-    def get(self, key):
-        value = self.base.get(key)
-        if value is None:
-            return None
-        return tuple(None if t is None else t.to(self.device) for t in value)
-
-    def put(self, key, value) -> None:
-        self.base.put(key, tuple(None if t is None else t.to("cpu") for t in value))
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        reshare(self.inner)
+        return out
 
 
-class _Host:
-    """What both hosts share: ``folder/name`` model choices and their resolution to paths."""
+def comfy_fetch(module, dtype, device):
+    """(weight, bias) of one of ComfyUI's layers as its own forward would use them (cast, offloaded layers
+    brought over, lowvram patches applied): ``comfy.ops.cast_bias_weight``."""
+    if hasattr(module, "comfy_cast_weights"):
+        import comfy.ops
 
-    name = "host"
-
-    def search_paths(self, folder: str) -> list[str]:
-        raise NotImplementedError
-
-    def folder_files(self, folder: str) -> list[str]:
-        """Files (relative names) in a model folder, as the host lists them."""
-        raise NotImplementedError
-
-    def model_choices(self) -> list[str]:
-        """Every model file we can read, as ``folder/name`` (checkpoints, text encoders, CLIP models)."""
-        out = []
-        for folder in MODEL_FOLDERS:
-            names = [n for n in self.folder_files(folder) if n.lower().endswith(READABLE_SUFFIXES)]
-            out += [f"{folder}/{n}" for n in sorted(names)]
-        return out + [f"{DIFFUSERS_FOLDER}/{n}" for n in self.diffusers_folders()]
-
-    def diffusers_folders(self) -> list[str]:
-        """Diffusers pipelines (folders with model_index.json) under the ``diffusers`` model folders."""
-        found = []
-        for root in self.search_paths(DIFFUSERS_FOLDER):
-            if not os.path.isdir(root):
-                continue
-            for dirpath, _dirs, files in walk_once(root):
-                if "model_index.json" in files:
-                    found.append(Path(os.path.relpath(dirpath, root)).as_posix())
-        return sorted(set(found))
-
-    def resolve_model(self, choice: str) -> str:
-        """The path of a ``folder/name`` choice; ValueError naming the folders searched if it is missing."""
-        folder, _, name = choice.partition("/")
-        if folder not in MODEL_FOLDERS + (DIFFUSERS_FOLDER,) or not name:
-            raise ValueError(
-                f"model {choice!r} is not 'folder/name' with folder one of "
-                f"{', '.join(MODEL_FOLDERS + (DIFFUSERS_FOLDER,))}; pick a file from the list"
-            )
-        for root in self.search_paths(folder):
-            path = os.path.join(root, os.path.normpath(name))
-            if (os.path.isdir(path) and folder == DIFFUSERS_FOLDER) or os.path.isfile(path):
-                return path
-        where = ", ".join(self.search_paths(folder)) or "no folder configured"
-        raise ValueError(f"model {choice!r}: {name} is not in the {folder} folders ({where}); put it there or pick another")
-
-    def clip_for(self, clip) -> HostedClip:
-        """Our model for a ``clip`` input: a HostedClip as is, or a native ComfyUI CLIP converted."""
-        if isinstance(clip, HostedClip):
-            return clip
-        if hasattr(clip, "cond_stage_model") and hasattr(clip, "patcher"):
-            return self.from_native(clip)
-        raise TypeError(
-            f"clip input: expected CLIP Suite's loader output or ComfyUI's CLIP, got {type(clip).__name__}"
-        )
-
-    def from_native(self, clip) -> HostedClip:
-        raise TypeError("a ComfyUI CLIP object can only be used inside ComfyUI")
-
-    def blocked(self):
-        """The value of an output with nothing to pass on (None outside ComfyUI)."""
-        return None
-
-    def chunk_cache(self, hosted: HostedClip):
-        """The encoded-chunk cache for a model: the shared CPU cache, seen from the towers' device."""
-        devices = {_module_device(t) for t in hosted.model.towers.values()}
-        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
-        return CHUNK_CACHE if device.type == "cpu" else DeviceCache(CHUNK_CACHE, device)
-
-    # ------------------------------------------------------------------------------- embeddings, LoRA
-    def embedding_folders(self) -> list[str]:
-        """The folders textual-inversion embeddings are looked up in (ComfyUI's ``embeddings``)."""
-        return self.search_paths("embeddings")
-
-    def embedding_library(self) -> EmbeddingLibrary | None:
-        """An EmbeddingLibrary over :meth:`embedding_folders` (None when none exists), kept between runs
-        and rebuilt when an embedding file is added, removed or changed."""
-        folders = [f for f in self.embedding_folders() if os.path.isdir(f)]
-        if not folders:
-            return None
-        with _EMBEDDINGS_LOCK:
-            library = getattr(self, "_embeddings", None)
-            if library is None or not library.is_current(folders):
-                library = EmbeddingLibrary(folders)
-                self._embeddings = library
-        return library
-
-    def storage_device(self, hosted: HostedClip) -> torch.device | None:
-        """Where towers derived from ``hosted`` (e.g. LoRA-patched) should live; None: where its towers are."""
-        return None
-
-    def derive(self, hosted: HostedClip, model: ClipModel) -> HostedClip:
-        """A HostedClip for a model made from ``hosted``'s (same devices and origin)."""
-        return HostedClip(model, origin=hosted.origin, native_layer=hosted.native_layer)
-
-    # ------------------------------------------------------------------------------- input folder
-    def input_directory(self) -> str | None:
-        """The folder LoadImage lists and uploads to (ComfyUI's ``input``); standalone: $CLIP_SUITE_INPUT.
-        None when there is none. Used by the A1111 Parameters node's ``image`` input."""
-        if in_comfyui():
-            import folder_paths
-
-            return folder_paths.get_input_directory()
-        return os.environ.get(INPUT_ENV) or None
+        return comfy.ops.cast_bias_weight(module, dtype=dtype, device=device, bias_dtype=dtype)
+    return native_text.plain_fetch(module, dtype, device)
 
 
-class StandaloneHost(_Host):
-    """Runs our nodes without ComfyUI: folders under ``models_dir`` (ComfyUI's ``models/`` layout)."""
-
-    name = "standalone"
-
-    def __init__(self, models_dir: str | os.PathLike | None = None):
-        models_dir = models_dir or os.environ.get("CLIP_SUITE_MODELS")
-        self.models_dir = Path(models_dir) if models_dir else None
-
-    def search_paths(self, folder: str) -> list[str]:
-        if self.models_dir is None:
-            return []
-        names = (folder, "clip") if folder == "text_encoders" else (folder,)
-        return [str(self.models_dir / n) for n in names]
-
-    def folder_files(self, folder: str) -> list[str]:
-        out = []
-        for root in self.search_paths(folder):
-            if os.path.isdir(root):
-                for dirpath, _dirs, files in walk_once(root):
-                    out += [Path(os.path.relpath(os.path.join(dirpath, f), root)).as_posix() for f in files]
-        return sorted(set(out))
-
-    def embedding_folders(self) -> list[str]:
-        """$CLIP_SUITE_EMBEDDINGS when set, else ``embeddings/`` in the models folder."""
-        from_env = os.environ.get(EMBEDDINGS_ENV)
-        if from_env:
-            return [p for p in from_env.split(os.pathsep) if p]
-        return self.search_paths("embeddings")
-
-    def device(self, device: str) -> torch.device:
-        if device not in DEVICES:
-            raise ValueError(f"device={device!r}; use one of {', '.join(DEVICES)}")
-        if device == "cpu":
-            return torch.device("cpu")
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if device == "gpu":
-            log.warning("device=gpu: no CUDA device here; running on the CPU")
-        return torch.device("cpu")
-
-    def load(self, paths, architecture="auto", precision="auto", device="auto", with_vision=False) -> HostedClip:
-        """Load files on the chosen device (``with_vision``: also find a vision tower, for scoring)."""
-        model = load_clip(paths, architecture, precision, device=self.device(device), with_vision=with_vision)
-        return HostedClip(model, origin="files")
-
-    def prepare(self, hosted: HostedClip, parts=None) -> None:
-        """Nothing to do: standalone towers stay where they were loaded."""
-
-
-    def output(self, t: torch.Tensor) -> torch.Tensor:
-        return t.to("cpu")
-
-
-class ComfyHost(_Host):
+class ComfyHost(FolderHost):
     """Runs inside ComfyUI: its folders, devices, dtypes and model management."""
 
     name = "comfyui"
 
     def __init__(self):
-        self._patchers: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
-        self._native: collections.OrderedDict = collections.OrderedDict()
+        # One patcher per tower: a tower is shared only by loads with the same devices (see load()).
+        self._patchers: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------- folders
+    def input_directory(self) -> str | None:
+        """ComfyUI's ``input`` folder (what LoadImage lists and uploads to), for the A1111 Parameters node."""
+        import folder_paths
+
+        return folder_paths.get_input_directory()
+
     def search_paths(self, folder: str) -> list[str]:
         import folder_paths
 
@@ -273,19 +105,31 @@ class ComfyHost(_Host):
 
     # ------------------------------------------------------------------------------- devices
     def devices(self, device: str) -> tuple[torch.device, torch.device]:
-        """(load device, offload device) for the loader's ``device`` option."""
+        """(load device, offload device) for the loader's ``device`` option. ``gpu`` under ``--novram`` or
+        ``--lowvram`` falls back to the CPU: ComfyUI would not move our plain modules there (only its
+        own layers can be loaded in part), yet count them as loaded."""
         import comfy.model_management as mm
 
-        if device not in DEVICES:
-            raise ValueError(f"device={device!r}; use one of {', '.join(DEVICES)}")
+        check_device_choice(device)
         if device == "cpu":
             return torch.device("cpu"), torch.device("cpu")
         if device == "gpu":
             gpu = mm.get_torch_device()
             if gpu.type == "cpu":
                 log.warning("device=gpu: ComfyUI runs on the CPU here; loading on the CPU")
+            elif self._gpu_fallback_note() is not None:
+                log.warning(self._gpu_fallback_note())
+                return torch.device("cpu"), torch.device("cpu")
             return gpu, mm.text_encoder_offload_device()
         return mm.text_encoder_device(), mm.text_encoder_offload_device()
+
+    def _gpu_fallback_note(self) -> str | None:
+        import comfy.model_management as mm
+
+        state = mm.vram_state
+        if state in (mm.VRAMState.NO_VRAM, mm.VRAMState.LOW_VRAM):
+            return GPU_FALLBACK_NOTE.format(state="--novram" if state == mm.VRAMState.NO_VRAM else "--lowvram")
+        return None
 
     def storage(self, precision: str, load_device: torch.device) -> tuple[str, torch.dtype | None]:
         """(clip_impl precision, storage dtype override). ``auto`` keeps ComfyUI's numbers: weights in
@@ -310,12 +154,16 @@ class ComfyHost(_Host):
         load_device, offload_device = self.devices(device)
         clip_precision, storage = self.storage(precision, load_device)
         model = load_clip(
-            paths, architecture, clip_precision, device=offload_device, with_vision=with_vision, storage_dtype=storage
+            paths, architecture, clip_precision, device=offload_device, with_vision=with_vision,
+            storage_dtype=storage, placement=f"{load_device}>{offload_device}",
         )
-        return HostedClip(model, self._patch(model, load_device, offload_device), origin="files")
+        notes = []
+        if device == "gpu" and load_device.type == "cpu" and self._gpu_fallback_note() is not None:
+            notes.append(self._gpu_fallback_note())
+        return HostedClip(model, self._patch(model, load_device, offload_device), origin="files", notes=notes)
 
     def _patch(self, model: ClipModel, load_device, offload_device) -> dict:
-        """One shared ModelPatcher per tower (the same tower always gets the same patcher)."""
+        """The ModelPatcher of each tower (made once per tower; the same tower always gets the same one)."""
         import comfy.model_patcher
 
         parts = dict(model.towers)
@@ -324,38 +172,23 @@ class ComfyHost(_Host):
         out = {}
         with self._lock:
             for part, module in parts.items():
-                key = (id(module), str(load_device), str(offload_device))
-                patcher = self._patchers.get(key)
+                patcher = self._patchers.get(id(module))
                 if patcher is None or patcher.model.inner is not module:
-                    wrapper = _Hosted(module, _module_device(module))
+                    wrapper = _Hosted(module, module.device)
                     patcher = comfy.model_patcher.ModelPatcher(wrapper, load_device=load_device, offload_device=offload_device)
-                    self._patchers[key] = patcher
+                    self._patchers[id(module)] = patcher
+                elif patcher.load_device != load_device:  # the sharing key in load_clip rules this out
+                    raise RuntimeError(f"{module.source}: one tower asked to run on {patcher.load_device} and {load_device}")
                 out[part] = patcher
         return out
 
     def from_native(self, clip) -> HostedClip:
-        """Our towers for a ComfyUI CLIP (or a clone from CLIPSetLastLayer/LoraLoader), cached per
-        (cond_stage_model, patch set). The clone's own patcher is loaded first, so its LoRA patches are
-        written into the shared weights (rounded to their stored dtype) before they are read."""
-        import comfy.model_management as mm
-
+        """ComfyUI's CLIP (or a clone from CLIPSetLastLayer/LoraLoader) as towers that run on its own
+        weights: nothing is copied; :meth:`prepare` loads the clone's patcher, which writes its patches."""
         csm, patcher = clip.cond_stage_model, clip.patcher
-        key = (id(csm), patcher.patches_uuid)
-        with self._lock:
-            entry = self._native.get(key)
-            if entry is not None and entry[0]() is csm:
-                self._native.move_to_end(key)
-                model, patchers = entry[1], entry[2]
-            else:
-                native_clip.check_native(csm)
-                mm.load_models_gpu([patcher], force_full_load=True)
-                storage = None if patcher.load_device.type == "cpu" else native_clip.native_dtype(csm)
-                model = native_clip.model_from_native(csm, device=patcher.offload_device, storage_dtype=storage)
-                patchers = self._patch(model, patcher.load_device, patcher.offload_device)
-                self._native[key] = (weakref.ref(csm), model, patchers)
-                weakref.finalize(csm, self._drop_native, key)
-                while len(self._native) > NATIVE_CACHE_SIZE:
-                    self._native.popitem(last=False)
+        native_text.check_native(csm)
+        model = native_text.model_from_native(csm, comfy_fetch, patch_key=str(patcher.patches_uuid))
+        patchers = {role: patcher for role in model.towers}
         return HostedClip(model, patchers, origin="native", native_layer=getattr(clip, "layer_idx", None))
 
     def storage_device(self, hosted: HostedClip) -> torch.device | None:
@@ -369,11 +202,8 @@ class ComfyHost(_Host):
         if patcher is None:
             return super().derive(hosted, model)
         patchers = self._patch(model, patcher.load_device, patcher.offload_device)
-        return HostedClip(model, patchers, origin=hosted.origin, native_layer=hosted.native_layer)
-
-    def _drop_native(self, key) -> None:
-        with self._lock:
-            self._native.pop(key, None)
+        return HostedClip(model, patchers, origin=hosted.origin, native_layer=hosted.native_layer,
+                          notes=list(hosted.notes))
 
     def prepare(self, hosted: HostedClip, parts=None) -> None:
         """Let ComfyUI load the towers (all text towers by default; ``parts=("vision",)`` for the vision
@@ -381,11 +211,17 @@ class ComfyHost(_Host):
         import comfy.model_management as mm
 
         wanted = hosted.text_parts if parts is None else tuple(parts)
-        patchers = [hosted.patchers[p] for p in wanted if p in hosted.patchers]
-        if patchers:
-            # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
-            mm.load_models_gpu(patchers, force_full_load=True)
-
+        patchers = list({id(p): p for p in (hosted.patchers[w] for w in wanted if w in hosted.patchers)}.values())
+        if not patchers:
+            return
+        if hosted.origin == "native":
+            # As CLIP.load_model: ComfyUI decides (full, partial or no load); its layers cast per use.
+            mm.load_models_gpu(patchers)
+            return
+        # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
+        mm.load_models_gpu(patchers, force_full_load=True)
+        for patcher in patchers:
+            reshare(patcher.model)
 
     def output(self, t: torch.Tensor) -> torch.Tensor:
         import comfy.model_management as mm
@@ -399,19 +235,9 @@ class ComfyHost(_Host):
         return ExecutionBlocker(None)
 
 
-def _module_device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-_OVERRIDE: _Host | None = None
+_OVERRIDE: Host | None = None
 _COMFY: ComfyHost | None = None
 _STANDALONE: StandaloneHost | None = None
-
-
-def embedding_library() -> EmbeddingLibrary | None:
-    """The current host's embedding library (None without an embeddings folder), for the encoders, the
-    token report and the web route's ``embeddings_factory``."""
-    return get_host().embedding_library()
 
 
 def in_comfyui() -> bool:
@@ -419,7 +245,7 @@ def in_comfyui() -> bool:
     return "folder_paths" in sys.modules and "comfy.model_management" in sys.modules
 
 
-def get_host() -> _Host:
+def get_host() -> Host:
     """The host for this process (tests may pin one with :func:`set_host`)."""
     global _COMFY, _STANDALONE
     if _OVERRIDE is not None:
@@ -431,16 +257,15 @@ def get_host() -> _Host:
     return _STANDALONE
 
 
-def set_host(host: _Host | None) -> _Host | None:
+def set_host(host: Host | None) -> Host | None:
     """Pin a host (None: choose automatically again); returns the previous pin."""
     global _OVERRIDE
     previous, _OVERRIDE = _OVERRIDE, host
     return previous
 
 
-# ----------------------------------------------------------------------------------- web route
 def register_routes() -> bool:
-    """Hang the web extension's tokenizer route (``tokens_api.ROUTE``) on ComfyUI's server.
+    """Hang the web extension's tokenizer route (``tokens_route.ROUTE``) on ComfyUI's server.
 
     Does nothing outside a running ComfyUI server (no ``server`` module loaded, or no PromptServer yet)
     and nothing when the route is already there (the pack imported twice). Returns whether it added it.
@@ -454,15 +279,14 @@ def register_routes() -> bool:
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if instance is None:
         return False
-    from . import tokens_api
-
     routes = instance.routes
-    if any(getattr(r, "path", None) == tokens_api.ROUTE and getattr(r, "method", None) == "POST" for r in routes):
+    route = tokens_route.ROUTE
+    if any(getattr(r, "path", None) == route and getattr(r, "method", None) == "POST" for r in routes):
         return False
     # The host's library is rebuilt when the embeddings folders change, so embeddings added while ComfyUI
     # runs count at once; files are read only when a prompt references them.
-    routes.post(tokens_api.ROUTE)(tokens_api.make_handler(embedding_library))
-    log.debug("registered POST %s", tokens_api.ROUTE)
+    routes.post(route)(tokens_route.make_handler(lambda: get_host().embedding_library()))
+    log.debug("registered POST %s", route)
     return True
 
 

@@ -56,4 +56,5 @@ class ClipSuiteLoader:
         # A clip_vision file must give a vision tower; a full CLIP file brings its own ("auto").
         with_vision = True if any(c.startswith("clip_vision/") for c in (model, model_2)) else "auto"
         hosted = h.load(paths, architecture, precision, device, with_vision=with_vision)
-        return {"ui": {"text": [hosted.model.describe()]}, "result": (hosted,)}
+        status = "\n".join([hosted.model.describe()] + [f"note: {n}" for n in hosted.notes])
+        return {"ui": {"text": [status]}, "result": (hosted,)}

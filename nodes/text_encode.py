@@ -14,7 +14,6 @@ from ..clip_impl.encode import EncodeSettings, encode_prompt
 from ..clip_impl.prompt_plan import and_note, plan_prompt
 from ..clip_impl.sigma_schedule import step_percents
 from . import common, host
-from .native_clip import native_layer_note
 
 _CONDITIONING_TOOLTIP = "Conditioning for KSampler's positive or negative input (as CLIPTextEncode's)."
 
@@ -34,7 +33,7 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
         hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted), embeddings=h.embedding_library()
     )
     out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
-    notes = [native_layer_note(hosted.native_layer, family.name, settings.clip_skip)]
+    notes = [common.native_layer_note(hosted.native_layer, family.name, settings.clip_skip), *hosted.notes]
     if text_l and family.name != "sdxl":
         notes.append(f"text_l is unused: {family.label} has no CLIP-L")
     return out, common.status_text(out, settings.clip_skip, family.label, notes)

@@ -7,7 +7,7 @@ import json
 
 from clip_suite.clip_impl import weight_files
 from clip_suite.nodes import host
-from clip_suite.nodes.tokens_api import MAX_BODY_BYTES, MAX_TEXT_CHARS
+from clip_suite.nodes.hosting.tokens_route import MAX_BODY_BYTES, MAX_TEXT_CHARS
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from bounded import HAS_PROC, describe, run_bounded
 from clip_suite.cli import main
 from clip_suite.cli.score import MAX_CELL_CHARS, safe_cell
 from clip_suite.clip_impl.prompt import prompt_chunks
-from clip_suite.nodes import tokens_api
+from clip_suite.nodes.hosting import tokens_route as tokens_api
 from vision_fixtures import v_model  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not HAS_PROC or not hasattr(os, "mkfifo"), reason="needs /proc and FIFOs (Linux)")

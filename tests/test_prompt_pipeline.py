@@ -19,7 +19,7 @@ from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.prompt import WEIGHTING_SYNTAX, WEIGHTINGS, prompt_chunks, weighting_syntax
 from clip_suite.nodes.prompt_tokens import token_report
-from clip_suite.nodes.tokens_api import parse_request, tokens_report
+from clip_suite.nodes.hosting.tokens_route import parse_request, tokens_report
 
 PROMPTS = [
     "a photo of a cat",

@@ -147,7 +147,7 @@ def test_chain_rounds_once_like_a_loraloader_chain(model_dir, l_model, sd1_lora)
     lora = read_lora(path)
     once = apply_loras(model, [(lora, 0.4)]).model
     chained = apply_loras(once, [(lora, 0.6)]).model
-    assert chained.extra["lora"]["base"] is model and len(chained.extra["lora"]["chain"]) == 2
+    assert chained.extra["lora"]["base"]() is model and len(chained.extra["lora"]["chain"]) == 2
     w = chained.towers["l"].text_model.encoder.layers[2].mlp.fc1.weight
     layer, t, up, down = next(m for m in modules if m[0] == 2 and m[1] == "fc1")
     base = model.towers["l"].text_model.encoder.layers[2].mlp.fc1.weight.float()
@@ -254,3 +254,31 @@ def test_fp16_storage_gives_the_same_patched_values(model_dir, sd1_lora):
     fp32 = apply_loras(load_clip(model_dir / "sd15.safetensors"), [(lora, 0.7)]).model
     for (name, a), b in zip(fp16.towers["l"].state_dict().items(), fp32.towers["l"].state_dict().values()):
         assert a.dtype == torch.float16 and torch.equal(a.float(), b), name
+
+
+def test_patched_towers_reshare_after_a_move_and_do_not_keep_their_base(model_dir, sd1_lora):
+    """Fault 5 of issue 13: a load/offload cycle (Module._apply gives every tensor new storage) must not
+    leave a patched tower with a second copy of the weights it shares, and the patched model must not keep
+    the unpatched one alive."""
+    import gc
+    import weakref
+
+    from clip_suite.clip_impl.lora import reshare
+
+    path, _ = sd1_lora
+    model = load_clip(model_dir / "sd15.safetensors", precision="fp32")  # a model of its own (not shared)
+    patched = apply_loras(model, [(read_lora(path), 0.7)]).model
+    tower, base = patched.towers["l"], model.towers["l"]
+    tower._apply(lambda t: t.clone())  # what a round trip through another device does to storage
+    emb = tower.text_model.embeddings.token_embedding.weight
+    assert emb.data_ptr() != base.text_model.embeddings.token_embedding.weight.data_ptr()
+    assert reshare(tower) > 0
+    assert emb.data_ptr() == base.text_model.embeddings.token_embedding.weight.data_ptr()
+    patched_w = tower.text_model.encoder.layers[0].self_attn.in_proj.weight
+    assert patched_w.data_ptr() != base.text_model.encoder.layers[0].self_attn.in_proj.weight.data_ptr()
+    gone = weakref.ref(model)
+    del model, base
+    gc.collect()
+    assert gone() is None, "the patched model keeps the unpatched one alive"
+    with pytest.raises(ValueError, match="no longer loaded"):
+        apply_loras(patched, [(read_lora(path), 1.0)])

@@ -72,13 +72,13 @@ def test_encoders_use_the_embeddings_folder(root, model_dir):
 
 
 def test_library_is_kept_and_refreshed_when_the_folder_changes(root):
-    first = host.embedding_library()
-    assert first is host.embedding_library()  # nothing changed: the same library (loaded files kept)
+    first = host.get_host().embedding_library()
+    assert first is host.get_host().embedding_library()  # nothing changed: the same library (loaded files kept)
     clip = load("checkpoints/sd15.safetensors")
     _, status = encode(clip, "embedding:later cat")
     assert "embedding:later is not in the embeddings folders" in status
     save_file({"emb_params": torch.ones(2, 128)}, str(root / "embeddings" / "later.safetensors"))
-    assert host.embedding_library() is not first
+    assert host.get_host().embedding_library() is not first
     cond, status = encode(clip, "embedding:later cat")
     assert "later" not in status and cond.shape == (1, 77, 128)
     report = NODES["ClipSuitePromptTokens"]().report("embedding:later cat", "comfy", 20)["result"][0]
@@ -93,7 +93,7 @@ def test_environment_folder_for_the_standalone_host(root, tmp_path_factory, monk
     assert report.startswith("5 tokens")  # x, 3 vectors, y
     monkeypatch.setenv(host.EMBEDDINGS_ENV, "")
     monkeypatch.setattr(host.get_host(), "models_dir", None)
-    assert host.embedding_library() is None  # no folder: references are dropped as ComfyUI drops unknown ones
+    assert host.get_host().embedding_library() is None  # no folder: references are dropped as ComfyUI drops unknown ones
 
 
 def test_bad_embedding_files_warn_on_the_node_and_never_run_code(root, tmp_path):

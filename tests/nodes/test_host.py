@@ -29,11 +29,28 @@ def test_standalone_without_models_dir(monkeypatch):
 
 def test_standalone_devices():
     h = host.StandaloneHost()
-    assert h.device("cpu") == torch.device("cpu")
+    cpu = torch.device("cpu")
+    assert h.devices("cpu") == (cpu, cpu)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert h.device("auto").type == expected and h.device("gpu").type == expected
+    for choice in ("auto", "gpu"):
+        load, offload = h.devices(choice)
+        assert load.type == expected and offload == load  # nothing moves towers here
     with pytest.raises(ValueError, match="device='tpu'"):
-        h.device("tpu")
+        h.devices("tpu")
+
+
+def test_hosts_declare_the_interface():
+    """Both hosts implement every method of the declared interface (one name per concept)."""
+    from clip_suite.nodes.hosting.interface import Host
+
+    methods = {n for n in dir(Host) if not n.startswith("_") and callable(getattr(Host, n))}
+    assert {"load", "prepare", "output", "clip_for", "chunk_cache", "embedding_library", "blocked", "derive",
+            "storage_device", "resolve_model", "model_choices", "folder_files", "search_paths", "devices"} <= methods
+    for cls in (host.StandaloneHost, host.ComfyHost):
+        missing = [m for m in methods if not callable(getattr(cls, m, None))]
+        assert not missing, f"{cls.__name__} lacks {missing}"
+    assert isinstance(host.StandaloneHost(), Host)
+    assert not hasattr(host, "embedding_library")  # the host's method is the one way to get the library
 
 
 def test_native_clip_needs_comfyui(standalone):

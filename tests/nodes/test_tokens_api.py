@@ -7,7 +7,7 @@ import pytest
 
 from shared_helpers import BAD_REQUESTS
 from clip_suite.cli import main
-from clip_suite.nodes.tokens_api import MAX_BODY_BYTES, RequestError, make_handler, parse_request, tokens_report
+from clip_suite.nodes.hosting.tokens_route import MAX_BODY_BYTES, RequestError, make_handler, parse_request, tokens_report
 
 LONG = ", ".join(f"tag{i} (detail:1.{i % 9})" for i in range(120))  # ~500 tokens
 PROMPTS = [

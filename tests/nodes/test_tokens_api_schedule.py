@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clip_suite.cli import main
-from clip_suite.nodes.tokens_api import RequestError, parse_request, tokens_report
+from clip_suite.nodes.hosting.tokens_route import RequestError, parse_request, tokens_report
 
 
 def test_route_schedule_matches_cli(capsys):

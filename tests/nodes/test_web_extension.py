@@ -22,7 +22,7 @@ import torch
 
 from clip_suite.clip_impl import clip_skip as cs
 from clip_suite.nodes import host
-from clip_suite.nodes import tokens_api
+from clip_suite.nodes.hosting import tokens_route as tokens_api
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "tests" / "js" / "clip_skip_table.json"
