@@ -147,3 +147,15 @@ def test_clip_impl_has_no_command_line_code():
                 if isinstance(fn, ast.Attribute) and fn.attr == "basicConfig":
                     bad.append(f"{name}:{node.lineno}: logging.basicConfig()")
     assert not bad, bad
+
+
+def test_every_package_is_installed():
+    """pyproject's package list names every package folder, so a (non-editable) install ships all of them."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"clip_suite"} | {
+        "clip_suite." + ".".join(p.parent.relative_to(ROOT).parts)
+        for package in PACKAGES for p in (ROOT / package).rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
