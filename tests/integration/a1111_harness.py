@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 
 A1111_FILES = ("prompt_parser.py", "sd_hijack_clip.py", "sd_emphasis.py")
-_STUBBED = ("modules", "modules.shared", "modules.devices", "modules.sd_hijack", "lark")
 _LOADED = ("modules.prompt_parser", "modules.sd_emphasis", "modules.sd_hijack_clip")
 
 
@@ -94,11 +93,14 @@ def _stub_modules(folder: Path, opts: Options, hijack: Hijack) -> dict[str, type
 def load(folder: Path):
     """Import A1111's modules from ``folder``; yields (prompt_parser, sd_hijack_clip, opts, hijack)."""
     opts, hijack = Options(), Hijack()
-    saved = {name: sys.modules.get(name) for name in _STUBBED + _LOADED}
+    # Only what is stubbed is saved and restored: a real lark imported here stays imported whole (popping its
+    # package but not its submodules would leave a later "import lark" without lark.exceptions).
+    stubs = _stub_modules(folder, opts, hijack)
+    saved = {name: sys.modules.get(name) for name in (*stubs, *_LOADED)}
     try:
         for name in _LOADED:
             sys.modules.pop(name, None)
-        sys.modules.update(_stub_modules(folder, opts, hijack))
+        sys.modules.update(stubs)
         with warnings.catch_warnings():  # A1111's docstrings hold invalid escapes like '\('
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", SyntaxWarning)
