@@ -215,9 +215,7 @@ def build_text_tower(
         cfg = cfg.with_shape(heads=int(hf_cfg["num_attention_heads"]))
     if hf_cfg.get("intermediate_size"):
         cfg = cfg.with_shape(mlp_width=int(hf_cfg["intermediate_size"]))
-    keys = tower_keys(src, reader.shapes)
-    # A file's tensors are read as views of the mapped file: convert_weights below copies them once.
-    tensors = reader.read(keys, copy=False) if isinstance(reader, WeightReader) else reader.read(keys)
+    tensors = reader.read(tower_keys(src, reader.shapes))
     sd = to_tower_state_dict(src, tensors)
     if not src.has_projection:
         sd.pop("text_projection.weight", None)

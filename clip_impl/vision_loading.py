@@ -319,7 +319,7 @@ def build_vision_tower(
     """Read the vision tower's tensors and build it (meta device first, weights assigned, no random init)."""
     cfg = cfg or src.config(reader.config_for(src.prefix))
     where = reader.name + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
-    sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes), copy=False))  # converted below
+    sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes)))
     compute = convert_weights(sd, precision, device, storage_dtype, where)
     # OpenCLIP stores the class embedding as (C,) and positions as (N, C), as HF does; the conv has no bias.
     tower = assemble(VisionTower, cfg, sd, compute, where, f"the {cfg.name} vision tower")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from pathlib import Path
 
@@ -87,13 +86,8 @@ class WeightReader:
         return self._pickles[file]
 
     # -------------------------------------------------------------------------------- reading
-    def read(self, keys, copy: bool = True) -> dict[str, torch.Tensor]:
-        """The tensors for ``keys`` (full keys as in :attr:`shapes`), on the CPU.
-
-        ``copy=False``: tensors of .safetensors files are views of the file mapped into memory, for a caller
-        that converts them at once (the tower loaders: one pass from the page cache into the final tensors
-        instead of a copy first). Never keep such a view: a file changed on disk would change under it.
-        """
+    def read(self, keys) -> dict[str, torch.Tensor]:
+        """The tensors for ``keys`` (full keys as in :attr:`shapes`), on the CPU."""
         out: dict[str, torch.Tensor] = {}
         by_file: dict[Path, list[str]] = {}
         for key in keys:
@@ -101,8 +95,7 @@ class WeightReader:
         for file, wanted in by_file.items():
             prefix = self._where[wanted[0]][0]
             if file.suffix.lower() == ".safetensors":
-                views = _read_safetensors(file, wanted, prefix)
-                out.update(views if not copy else {k: t.clone() for k, t in views.items()})
+                out.update(_read_safetensors(file, wanted, prefix))
             else:
                 tensors = self._load_pickle(file)
                 out.update({k: tensors[k[len(prefix) :]] for k in wanted})
@@ -199,45 +192,7 @@ def _check_entry(file: Path, key: str, info: dict) -> None:
         )
 
 
-_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-                 "BOOL": torch.bool}
-
-
 def _read_safetensors(file: Path, keys: list[str], prefix: str) -> dict[str, torch.Tensor]:
-    """Views of ``keys`` (file keys = key minus ``prefix``) in the file mapped copy-on-write into memory.
-
-    The header was checked when the file was opened (``_safetensors_header``: offsets inside the file, byte
-    spans equal to shape x dtype), so a view never reaches past the file. Reading through the map costs no
-    copy: what the caller converts is read once, straight from the page cache. Dtypes torch cannot view
-    this way (float8) go through safetensors.
-    """
-    size = file.stat().st_size
-    header = _safetensors_header(file, size)
-    names = {key: key[len(prefix) :] for key in keys}
-    out, rest = {}, []
-    with open(file, "rb") as f:
-        start = 8 + int.from_bytes(f.read(8), "little")  # tensor data follows the 8-byte size and the header
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    for key, name in names.items():
-        info = header.get(name)
-        dtype = _TORCH_DTYPES.get(info.get("dtype")) if isinstance(info, dict) else None
-        if dtype is None:
-            rest.append(key)
-            continue
-        shape = tuple(int(d) for d in info["shape"])
-        begin, end = (int(x) for x in info["data_offsets"])
-        if end == begin:
-            out[key] = torch.empty(shape, dtype=dtype)
-        else:
-            count = (end - begin) // torch.empty((), dtype=dtype).element_size()
-            out[key] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=start + begin).reshape(shape)
-    if rest:
-        out.update(_read_with_safetensors(file, rest, prefix))
-    return out
-
-
-def _read_with_safetensors(file: Path, keys: list[str], prefix: str) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError, safe_open
 
     out = {}
