@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
+import contextlib
 import sys
 
 import torch
 
 from ..clip_impl.image_batches import embed_image_files
 from ..clip_impl.zero_shot import DEFAULT_TEMPLATE, classify_embeddings, label_embeddings, parse_labels, parse_templates
+from .csv_out import csv_output
 from .embed_images import add_model_options, check_out, load_model
 from .images import Progress, collect_images
 from .options import positive
@@ -63,11 +64,10 @@ def run(args) -> int:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
     model, _name = load_model(args)
     classifier, notes = label_embeddings(model, labels, templates)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
     counts: collections.Counter = collections.Counter()
     progress = Progress(len(paths), label="classifying")
-    try:
-        writer = csv.writer(out)
+    with csv_output(args.out) as out, contextlib.closing(progress):
+        writer = out.writer
         writer.writerow(CSV_COLUMNS)
         for batch in embed_image_files(model, paths, args.batch_size):
             good = [item for item in batch if item.embedding is not None]
@@ -78,19 +78,15 @@ def run(args) -> int:
             row = 0
             for item in batch:
                 if item.embedding is None:
-                    writer.writerow([item.path, "", "", "", item.error])
+                    writer.writerow([out.path(item.path), "", "", "", out.cell(item.error)])
                     continue
                 top = result.top(row, args.top)
                 counts[top[0][0]] += 1
                 top_k = ";".join(f"{name}:{p:.6f}" for name, p in top)
-                writer.writerow([item.path, top[0][0], f"{top[0][1]:.6f}", top_k, ""])
+                writer.writerow([out.path(item.path), out.cell(top[0][0]), f"{top[0][1]:.6f}", out.cell(top_k), ""])
                 row += 1
-            out.flush()  # rows so far survive an interrupted run
+            out.stream.flush()  # rows so far survive an interrupted run
             progress.advance(len(batch))
-    finally:
-        progress.close()
-        if out is not sys.stdout:
-            out.close()
     _summary(counts, len(paths), labels, model, notes, args)
     return 0
 

@@ -14,11 +14,11 @@ as ``search``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 
 import torch
 
+from .csv_out import csv_output
 from .embed_images import add_index_options, add_model_options, check_out, embed_folders, load_model, report_failed
 
 CSV_COLUMNS = ("group", "size", "path", "cosine")
@@ -109,11 +109,6 @@ def _print_groups(rows) -> None:
 
 
 def _write_csv(out: str, rows) -> None:
-    stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")
-    try:
-        writer = csv.writer(stream)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows((g, size, path, f"{cos:.6f}") for g, size, path, cos in rows)
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+    with csv_output(out) as csv_out:
+        csv_out.writer.writerow(CSV_COLUMNS)
+        csv_out.writer.writerows((g, size, csv_out.path(path), f"{cos:.6f}") for g, size, path, cos in rows)

@@ -25,7 +25,6 @@ goes to stderr when it is a terminal; a summary line (count, mean, min, max) end
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
@@ -40,6 +39,7 @@ from ..clip_impl.similarity import (
     text_embedding,
 )
 from .copy_images import check_target, copy_files
+from .csv_out import csv_output
 from ..clip_impl.image_loader import ImageLoader, default_workers
 from .images import Progress, collect_images
 from .options import add_device_options, positive, read_prompt, resolve_device
@@ -324,68 +324,18 @@ def _fmt(value: float | None) -> str:
 
 def _write(rows: list[_Row], args, name: str, with_aesthetic: bool) -> None:
     columns = list(CSV_COLUMNS) + (["probability"] if args.scale == "logit" else []) + (["aesthetic"] if with_aesthetic else [])
-    # backslashreplace: a lone surrogate (undecodable file name bytes, "\\ud800" in metadata) is written as an
-    # escape instead of ending the run half-way.
-    out = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8", errors="backslashreplace")
-    encoding = getattr(out, "encoding", None) or "utf-8"
-    try:
-        writer = csv.writer(out)
-        writer.writerow(columns)
+    with csv_output(args.out) as out:
+        out.writer.writerow(columns)
         for r in rows:
             truncated = "" if r.truncated is None else ("yes" if r.truncated else "no")
             error = r.error or "; ".join(f"note: {n}" for n in r.notes)
-            text = [safe_cell(c, encoding) for c in (_path_text(r.path), r.prompt)]
-            line = [*text, _fmt(r.score), safe_cell(name, encoding), safe_cell(error, encoding),
+            line = [out.path(r.path), out.cell(r.prompt), _fmt(r.score), out.cell(name), out.cell(error),
                     "" if r.rank is None else r.rank, truncated]
             if args.scale == "logit":
                 line.append(_fmt(r.probability))
             if with_aesthetic:
                 line.append(_fmt(r.aesthetic))
-            writer.writerow(line)
-    finally:
-        if out is not sys.stdout:
-            out.close()
-
-
-MAX_CELL_CHARS = 8192
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(text: str, encoding: str = "utf-8") -> str:
-    """A CSV text cell that a spreadsheet shows as text and the output can encode.
-
-    Cut to MAX_CELL_CHARS (saying how long it was); characters ``encoding`` cannot hold (lone surrogates)
-    as backslash escapes; a leading = + - @ tab or CR (a formula to Excel/LibreOffice) behind a ``'``.
-    """
-    if len(text) > MAX_CELL_CHARS:
-        text = text[:MAX_CELL_CHARS] + f" [... cut: {len(text):,} characters in all]"
-    try:
-        text.encode(encoding)
-    except UnicodeEncodeError:
-        text = text.encode(encoding, "backslashreplace").decode(encoding)
-    except LookupError:  # an unknown encoding name on an odd stream: fall back to ASCII escapes
-        text = text.encode("ascii", "backslashreplace").decode("ascii")
-    if text.startswith(_FORMULA_STARTS):
-        text = "'" + text
-    return text
-
-
-def _path_text(path: str) -> str:
-    """A path for display: undecodable file-name bytes (surrogate escapes) as \\xNN."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace") if _is_fs_escaped(path) else path
-
-
-def _is_fs_escaped(path: str) -> bool:
-    try:
-        os.fsencode(path)
-        return True
-    except UnicodeEncodeError:
-        return False
-
+            out.writer.writerow(line)
 
 def _stats(values: list[float]) -> str:
     return f"mean {sum(values) / len(values):.6f}, min {min(values):.6f}, max {max(values):.6f}"

@@ -12,13 +12,13 @@ and skipped; exit code 2 only for bad arguments or a model that cannot embed ima
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 
 import torch
 
 from ..clip_impl.image_batches import read_pixels
 from ..clip_impl.similarity import pixel_embeddings, prepare_prompt, scoring_towers, text_embedding
+from .csv_out import csv_output
 from .embed_images import (
     add_index_options, add_model_options, check_out, embed_folders, load_model, one_thread, report_failed,
 )
@@ -77,11 +77,6 @@ def run(args) -> int:
 
 
 def _write_csv(out: str, rows) -> None:
-    stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")
-    try:
-        writer = csv.writer(stream)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows((rank, f"{cos:.6f}", path) for rank, cos, path in rows)
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
+    with csv_output(out) as csv_out:
+        csv_out.writer.writerow(CSV_COLUMNS)
+        csv_out.writer.writerows((rank, f"{cos:.6f}", csv_out.path(path)) for rank, cos, path in rows)

@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 import tiny_models as tm
 from bounded import HAS_PROC, describe, run_bounded
 from clip_suite.cli import main
-from clip_suite.cli.score import MAX_CELL_CHARS, safe_cell
+from clip_suite.cli.csv_out import MAX_CELL_CHARS, safe_cell
 from clip_suite.clip_impl.prompt import prompt_chunks
 from clip_suite.nodes.hosting import tokens_route as tokens_api
 from vision_fixtures import v_model  # noqa: F401

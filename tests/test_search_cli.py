@@ -249,3 +249,28 @@ def test_progress_bars_on_a_terminal_only(vision_dir, folder, monkeypatch, capsy
     monkeypatch.undo()
     assert main(["search", "--model", str(model), "--text", "a", "--top", "1", str(night)]) == 0
     assert "indexing [" not in capsys.readouterr().err
+
+
+def test_csv_cells_are_safe_in_every_command(vision_dir, tmp_path, monkeypatch, capsys):
+    """search, duplicates and classify write their CSVs with score's cell rules: no cell opens as a formula
+    in a spreadsheet (file names and labels starting with = or + get a leading quote)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(("=HYPERLINK(1).png", "+a.png", "plain.png")):
+        _png(tmp_path / name, i)
+    images = ["=HYPERLINK(1).png", "+a.png", "plain.png"]
+    model = str(vision_dir / "clip_hf.safetensors")
+    runs = {
+        "search": ["--text", "a dog", "--index", "idx.safetensors"],
+        "duplicates": ["--threshold", "-0.99", "--index", "idx.safetensors", "."],
+        "classify": ["--labels", "=cmd(),+dog"],
+    }
+    for command, extra in runs.items():
+        out = tmp_path / f"{command}.csv"
+        argv = [command, "--model", model, *extra, "--out", str(out)] + ([] if command == "duplicates" else images)
+        assert main(argv) == 0, command
+        capsys.readouterr()
+        cells = [c for row in csv.reader(out.open(newline="", encoding="utf-8")) for c in row]
+        assert not [c for c in cells if c[:1] in ("=", "+", "@")], (command, cells)
+        if command == "classify":
+            assert "'=HYPERLINK(1).png" in cells and any(c.startswith("'=cmd()") or c == "'+dog" for c in cells)
