@@ -89,6 +89,15 @@ def _stub_modules(folder: Path, opts: Options, hijack: Hijack) -> dict[str, type
     return stubs
 
 
+def _restore(saved: dict) -> None:
+    """Put back the modules ``saved`` maps (name -> module, None: it was not imported)."""
+    for name, module in saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+
+
 @contextlib.contextmanager
 def load(folder: Path):
     """Import A1111's modules from ``folder``; yields (prompt_parser, sd_hijack_clip, opts, hijack)."""
@@ -108,11 +117,7 @@ def load(folder: Path):
             clip = importlib.import_module("modules.sd_hijack_clip")
         yield parser, clip, opts, hijack
     finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+        _restore(saved)
 
 
 @contextlib.contextmanager
@@ -139,11 +144,7 @@ def load_prompt_modules(folder: Path):
             networks = importlib.import_module("modules.extra_networks")
         yield parser, networks
     finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+        _restore(saved)
 
 
 class Wrapped:

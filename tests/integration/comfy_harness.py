@@ -272,6 +272,27 @@ class ClipSuiteTestClipLora:
         return (patched,)
 
 
+class ClipSuiteTestLoraLoaderClip:
+    """Test-only: ComfyUI's real LoraLoader.load_lora on a CLIP, without a diffusion model."""
+
+    CATEGORY = "tests"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+
+        return {"required": {"clip": ("CLIP",), "lora_name": (folder_paths.get_filename_list("loras"),),
+                             "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0})}}
+
+    def apply(self, clip, lora_name, strength_clip):
+        import nodes
+
+        _model, patched = nodes.LoraLoader().load_lora(None, clip, lora_name, 0.0, strength_clip)
+        return (patched,)
+
+
 def assert_conditioning_close(ours, ref, what: str, rel: float = 1e-5) -> float:
     """max|ours - ref| <= rel * max|ref| for cond and pooled; the same extra keys. Returns the worst ratio."""
     assert len(ours) == len(ref) == 1, f"{what}: one conditioning entry expected"

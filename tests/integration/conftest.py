@@ -61,6 +61,7 @@ def comfy(comfy_path, tmp_path_factory, full_size_models):
     c = h.Comfy(comfy_path, tmp_path_factory.mktemp("comfyui"), full_size_models)
     c.register("ClipSuiteTestSink", h.ClipSuiteTestSink)
     c.register("ClipSuiteTestClipLora", h.ClipSuiteTestClipLora)
+    c.register("ClipSuiteTestLoraLoaderClip", h.ClipSuiteTestLoraLoaderClip)
     return c
 
 

@@ -38,27 +38,6 @@ UNET = {"lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": torch.zeros(1
         "lora_unet_mid_block_attentions_0_proj_in.alpha": torch.tensor(4.0).half()}
 
 
-class ClipSuiteTestLoraLoaderClip:
-    """Test-only: ComfyUI's real LoraLoader.load_lora on a CLIP, without a diffusion model."""
-
-    CATEGORY = "tests"
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "apply"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        import folder_paths
-
-        return {"required": {"clip": ("CLIP",), "lora_name": (folder_paths.get_filename_list("loras"),),
-                             "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0})}}
-
-    def apply(self, clip, lora_name, strength_clip):
-        import nodes
-
-        _model, patched = nodes.LoraLoader().load_lora(None, clip, lora_name, 0.0, strength_clip)
-        return (patched,)
-
-
 @pytest.fixture(scope="module")
 def loras(comfy, tmp_path_factory):
     d = tmp_path_factory.mktemp("cs_loras")
@@ -67,7 +46,6 @@ def loras(comfy, tmp_path_factory):
     sdxl = {**kohya_te("lora_te1", 768, 12, rank=4, alpha=2.0, g=g), **kohya_te("lora_te2", 1280, 32, rank=4, alpha=2.0, g=g)}
     save_file({**sdxl, **UNET}, str(d / "cs_sdxl_te.safetensors"))
     comfy.folder_paths.add_model_folder_path("loras", str(d), is_default=True)
-    comfy.register("ClipSuiteTestLoraLoaderClip", ClipSuiteTestLoraLoaderClip)
     yield d
     comfy.folder_paths.folder_names_and_paths["loras"][0].remove(str(d))
     comfy.release()

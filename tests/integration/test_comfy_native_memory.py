@@ -42,27 +42,6 @@ def lokr_te(layers, g) -> dict:
     return sd
 
 
-class ClipSuiteTestAdapterLoader:
-    """Test-only: ComfyUI's real LoraLoader.load_lora on a CLIP, without a diffusion model."""
-
-    CATEGORY = "tests"
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "apply"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        import folder_paths
-
-        return {"required": {"clip": ("CLIP",), "lora_name": (folder_paths.get_filename_list("loras"),),
-                             "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0})}}
-
-    def apply(self, clip, lora_name, strength_clip):
-        import nodes
-
-        _model, patched = nodes.LoraLoader().load_lora(None, clip, lora_name, 0.0, strength_clip)
-        return (patched,)
-
-
 @pytest.fixture(scope="module")
 def adapters(comfy, tmp_path_factory):
     d = tmp_path_factory.mktemp("cs_adapters")
@@ -70,14 +49,13 @@ def adapters(comfy, tmp_path_factory):
     save_file(loha_te(range(0, 6), rank=4, g=g), str(d / "cs_loha_te.safetensors"))
     save_file(lokr_te(range(6, 12), g=g), str(d / "cs_lokr_te.safetensors"))
     comfy.folder_paths.add_model_folder_path("loras", str(d), is_default=True)
-    comfy.register("ClipSuiteTestAdapterLoader", ClipSuiteTestAdapterLoader)
     yield d
     comfy.folder_paths.folder_names_and_paths["loras"][0].remove(str(d))
     comfy.release()
 
 
 def adapter(clip_node, name, strength=1.0):
-    return {"class_type": "ClipSuiteTestAdapterLoader",
+    return {"class_type": "ClipSuiteTestLoraLoaderClip",
             "inputs": {"clip": [clip_node, 0], "lora_name": name, "strength_clip": strength}}
 
 
