@@ -5,7 +5,9 @@
 Cases, each in a fresh subprocess (so peak RSS is the loader's own), alternating, medians:
 - ours on a full SDXL checkpoint (reads only the text-encoder keys) vs ComfyUI's CheckpointLoaderSimple
   (``comfy.sd.load_checkpoint_guess_config``: UNet, VAE and text encoders);
-- ours on the standalone clip_l + clip_g pair vs ComfyUI's DualCLIPLoader (``comfy.sd.load_clip``).
+- ours on the standalone clip_l + clip_g pair vs ComfyUI's DualCLIPLoader (``comfy.sd.load_clip``), and
+  for this pair also what follows a load: the first encode of a one-chunk prompt (ours copies the mapped
+  block matrices to fp32 before it, ComfyUI casts fp16 per layer in every pass) and a second encode.
 The full checkpoint (6.9 GB fp16: zero-filled UNet and VAE in ComfyUI's own key layout, the random text
 encoders of tests/full_size.py) is built once into $CLIP_SUITE_CACHE with ComfyUI's model classes on the
 meta device to get the UNet/VAE key names and shapes. Files are read from the page cache (warm).
@@ -31,7 +33,8 @@ import json, resource, sys, time
 sys.path.insert(0, {comfy!r})
 import torch
 torch.set_num_threads({threads})
-case, paths = {case!r}, {paths!r}
+case, paths, encode = {case!r}, {paths!r}, {encode!r}
+text = "a photo of a cat, highly detailed, masterpiece, (sharp focus:1.2), golden hour"
 if case.startswith("comfy"):
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
@@ -45,12 +48,22 @@ elif case == "comfy_checkpoint":
 elif case == "comfy_dual_clip":
     clip = comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
 seconds = time.perf_counter() - t0
-print(json.dumps({{"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+result = {{"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+if encode and case == "ours":
+    from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
+    run = lambda s: encode_prompt(model, s, EncodeSettings(), cache=None)
+elif encode:
+    run = lambda s: clip.encode_from_tokens_scheduled(clip.tokenize(s))
+for key, prompt in (("first_encode", text), ("second_encode", text + ", again")) if encode else ():
+    t0 = time.perf_counter()
+    run(prompt)
+    result[key] = time.perf_counter() - t0
+print(json.dumps(result))
 """
 
 
-def run_child(case: str, paths: list[str], comfy: str) -> dict:
-    code = _CHILD.format(comfy=comfy, threads=os.cpu_count() or 1, case=case, paths=paths)
+def run_child(case: str, paths: list[str], comfy: str, encode: bool = False) -> dict:
+    code = _CHILD.format(comfy=comfy, threads=os.cpu_count() or 1, case=case, paths=paths, encode=encode)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{out.stderr[-2000:]}")
@@ -105,19 +118,27 @@ def main():
     full = str(build_full_sdxl(args.comfyui))
     pair = [str(full_size.build("clip_l.safetensors")), str(full_size.build("clip_g.safetensors"))]
     print(f"full checkpoint {os.path.getsize(full) / 2**30:.1f} GiB; {runs} runs per case, warm page cache")
-    for name, ours_paths, ref_case, ref_paths in (
-        ("SDXL text encoders from a full checkpoint", [full], "comfy_checkpoint", [full]),
-        ("SDXL clip_l + clip_g standalone files", pair, "comfy_dual_clip", pair),
+    for name, ours_paths, ref_case, ref_paths, encode in (
+        ("SDXL text encoders from a full checkpoint", [full], "comfy_checkpoint", [full], False),
+        ("SDXL clip_l + clip_g standalone files", pair, "comfy_dual_clip", pair, True),
     ):
         results = {"ours": [], "ref": []}
         run_child("ours", ours_paths, args.comfyui)  # warm the page cache
         for _ in range(runs):
-            results["ours"].append(run_child("ours", ours_paths, args.comfyui))
-            results["ref"].append(run_child(ref_case, ref_paths, args.comfyui))
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_rss_mib")} for k, v in results.items()}
+            results["ours"].append(run_child("ours", ours_paths, args.comfyui, encode))
+            results["ref"].append(run_child(ref_case, ref_paths, args.comfyui, encode))
+        keys = ("seconds", "peak_rss_mib") + (("first_encode", "second_encode") if encode else ())
+        med = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in results.items()}
         print(f"{name:<44} ours {med['ours']['seconds']:6.2f} s, peak RSS {med['ours']['peak_rss_mib']:6.0f} MiB | "
               f"{ref_case} {med['ref']['seconds']:6.2f} s, {med['ref']['peak_rss_mib']:6.0f} MiB | "
               f"time ratio {med['ref']['seconds'] / med['ours']['seconds']:4.2f}x")
+        if encode:
+            both = {k: statistics.median(r["seconds"] + r["first_encode"] for r in v) for k, v in results.items()}
+            print(f"{'  then load + first encode (1 chunk)':<44} ours {both['ours']:6.2f} s | {ref_case} "
+                  f"{both['ref']:6.2f} s | time ratio {both['ref'] / both['ours']:4.2f}x")
+            second = {k: med[k]["second_encode"] for k in med}
+            print(f"{'  then a second encode':<44} ours {second['ours']:6.2f} s | {ref_case} "
+                  f"{second['ref']:6.2f} s | time ratio {second['ref'] / second['ours']:4.2f}x")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ def load_clip(
     if match is not None:
         model.extra["vision_text"] = match.text_role(assignment)
         model.logit_scale_source = match.logit_scale
+    for tower in model.modules():  # after every tower is built, so the copies do not slow the others
+        tower.pending.settle_in_background()
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
 
@@ -220,5 +222,5 @@ def build_text_tower(
     if not src.has_projection:
         sd.pop("text_projection.weight", None)
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
-    compute = convert_weights(sd, precision, device, storage_dtype, where)
-    return assemble(TextTower, cfg, sd, compute, where, f"the {TOWER_LABELS[role]} text encoder")
+    converted = convert_weights(sd, precision, device, storage_dtype, where, defer=True)
+    return assemble(TextTower, cfg, sd, converted, where, f"the {TOWER_LABELS[role]} text encoder")

@@ -315,6 +315,7 @@ def build_patched_tower(
     """A new tower: ``tower``'s weights with ``patches`` added, rounded like the originals were stored
     (``precision`` auto: through fp16, as ComfyUI stores them; then the tower's storage dtype)."""
     device = torch.device(device)
+    tower.pending.settle()  # the copies share the original's tensors: its own memory, not the file's
     new = patched_weights(tower, patches)
     storage = {name: p.dtype for name, p in tower.named_parameters()}
     for name in new:

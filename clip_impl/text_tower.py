@@ -20,7 +20,17 @@ from torch import nn
 
 from .cache import forget
 from .tokenizer import EOS_ID, VOCAB_SIZE
-from .transformer import LAYER_NORM_EPS, Encoder, embedding_table, layer_norm, linear, projection, stored_table, weights
+from .transformer import (
+    LAYER_NORM_EPS,
+    Encoder,
+    PendingCopies,
+    embedding_table,
+    layer_norm,
+    linear,
+    projection,
+    stored_table,
+    weights,
+)
 
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
@@ -97,6 +107,7 @@ class TextTower(nn.Module):
             weakref.finalize(self, forget, cache_id)
         self.cache_id = cache_id
         self.source = source or cfg.name  # the file (and prefix) it came from, for messages
+        self.pending = PendingCopies()  # a loader fills it (tower_build.assemble)
 
     @property
     def device(self) -> torch.device:
@@ -107,6 +118,7 @@ class TextTower(nn.Module):
 
         ``vectors`` are (row, position, vector (C,)) that replace token embeddings (textual inversion).
         """
+        self.pending.settle()
         embeddings = self.text_model.embeddings
         x = stored_table(embeddings.token_embedding, ids.device)[ids].to(self.compute_dtype)
         for row, pos, vec in vectors:
@@ -134,6 +146,7 @@ class TextTower(nn.Module):
         cfg = self.config
         if not 1 <= layer <= cfg.layers:
             raise ValueError(f"layer {layer} is out of range for {cfg.name} (1..{cfg.layers})")
+        self.pending.settle()
         blocks = self.text_model.encoder.layers
         ids = ids.to(self.device)
         x = self.embed(ids, vectors)

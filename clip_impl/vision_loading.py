@@ -320,9 +320,9 @@ def build_vision_tower(
     cfg = cfg or src.config(reader.config_for(src.prefix))
     where = reader.name + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
     sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes)))
-    compute = convert_weights(sd, precision, device, storage_dtype, where)
+    converted = convert_weights(sd, precision, device, storage_dtype, where, defer=True)
     # OpenCLIP stores the class embedding as (C,) and positions as (N, C), as HF does; the conv has no bias.
-    tower = assemble(VisionTower, cfg, sd, compute, where, f"the {cfg.name} vision tower")
+    tower = assemble(VisionTower, cfg, sd, converted, where, f"the {cfg.name} vision tower")
     log.info("vision tower %s from %s", cfg.name, where)
     return tower
 
@@ -339,6 +339,7 @@ def no_vision_message(readers: list[WeightReader]) -> str:
 def vision_in_dtype(vision: VisionTower, dtype: torch.dtype) -> VisionTower:
     """A copy of ``vision`` stored and computed in ``dtype`` (e.g. bf16 for fast image scoring while the text
     tower stays fp32); the original, which loaders share, is left as it is."""
+    vision.pending.settle()  # never share the original's file-mapped tensors
     with torch.device("meta"):
         tower = VisionTower(vision.config, source=vision.source, compute_dtype=dtype)
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in vision.state_dict().items()}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear, projection
+from .transformer import LAYER_NORM_EPS, Encoder, PendingCopies, cast, embedding_table, layer_norm, linear, projection
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class VisionTower(nn.Module):
         self.compute_dtype = compute_dtype
         self.cache_id = uuid.uuid4().hex  # keys of cached text/image embeddings for this set of weights
         self.source = source or cfg.name  # the file (and prefix) it came from, for messages
+        self.pending = PendingCopies()  # a loader fills it (tower_build.assemble)
 
     @property
     def device(self) -> torch.device:
@@ -106,6 +107,7 @@ class VisionTower(nn.Module):
                 f"{cfg.name} takes pixels of shape (B, 3, {cfg.image_size}, {cfg.image_size}), got "
                 f"{tuple(pixels.shape)}; preprocess images with clip_impl.preprocess first"
             )
+        self.pending.settle()
         emb = self.vision_model.embeddings
         x = pixels.to(device=self.device, dtype=self.compute_dtype)
         x = F.conv2d(x, cast(emb.patch_embedding.weight, x), stride=cfg.patch)  # (B, C, g, g)

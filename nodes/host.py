@@ -61,6 +61,7 @@ class _Hosted(torch.nn.Module):
         self.device = device
 
     def _apply(self, fn, recurse=True):
+        self.inner.pending.settle()  # a move never races the loader's background copies
         out = super()._apply(fn, recurse)
         reshare(self.inner)
         return out
@@ -175,7 +176,11 @@ class ComfyHost(FolderHost):
                 patcher = self._patchers.get(id(module))
                 if patcher is None or patcher.model.inner is not module:
                     wrapper = _Hosted(module, module.device)
-                    patcher = comfy.model_patcher.ModelPatcher(wrapper, load_device=load_device, offload_device=offload_device)
+                    # Counted at its settled size (the loader's background copies may still be under way).
+                    size = module.pending.final_nbytes(module)
+                    patcher = comfy.model_patcher.ModelPatcher(
+                        wrapper, load_device=load_device, offload_device=offload_device, size=size
+                    )
                     self._patchers[id(module)] = patcher
                 elif patcher.load_device != load_device:  # the sharing key in load_clip rules this out
                     raise RuntimeError(f"{module.source}: one tower asked to run on {patcher.load_device} and {load_device}")
@@ -218,6 +223,8 @@ class ComfyHost(FolderHost):
             # As CLIP.load_model: ComfyUI decides (full, partial or no load); its layers cast per use.
             mm.load_models_gpu(patchers)
             return
+        for patcher in patchers:  # ComfyUI sizes the model from its parameters: the final ones
+            patcher.model.inner.pending.settle()
         # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
         mm.load_models_gpu(patchers, force_full_load=True)
         for patcher in patchers:

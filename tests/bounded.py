@@ -3,6 +3,10 @@
 A defect of the kinds these tests catch (a hang, exponential work, gigabytes of memory) must fail the test,
 not the machine: the child is killed when it runs past ``timeout`` seconds or when its resident memory
 passes ``max_rss_mb`` (polled every 20 ms from /proc), and the test gets a failed :class:`Outcome`.
+
+The peak is the child's own: its VmHWM, which it writes to a file as it exits, and the polls. Not
+``wait4``'s ``ru_maxrss``: the child is started by vfork, and Linux carries the parent's high-water mark
+into it at exec, so a test process that once held a gigabyte would make every child look that big.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -43,11 +48,42 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+_REPORT_PEAK = """\
+import atexit as _atexit, os as _os
+def _report_peak(path=_os.environ.pop("BOUNDED_PEAK_FILE", "")):
+    with open("/proc/self/status") as status, open(path, "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+_atexit.register(_report_peak)
+"""
+
+
+def _reported_peak_mb(path: str) -> float:
+    try:
+        with open(path) as f:
+            return int(f.read() or 0) / 1024
+    except (OSError, ValueError):
+        return 0.0
+
+
 def run_bounded(code: str, *, timeout: float, max_rss_mb: float, args=(), stdin: bytes | None = None, cwd=None) -> Outcome:
     """Run ``code`` (dedented) with this interpreter; ``clip_suite`` importable as in the parent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = os.path.join(tmp, "peak")
+        outcome = _run(code, timeout, max_rss_mb, args, stdin, cwd, peak_file)
+        peak = max(outcome.peak_rss_mb, _reported_peak_mb(peak_file))
+    if peak > max_rss_mb and not outcome.killed:
+        return Outcome(None, outcome.stdout, outcome.stderr, outcome.seconds, peak, "memory")
+    outcome.peak_rss_mb = peak
+    return outcome
+
+
+def _run(code, timeout, max_rss_mb, args, stdin, cwd, peak_file) -> Outcome:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.setdefault("PYTHONIOENCODING", "utf-8")
+    if HAS_PROC:
+        env["BOUNDED_PEAK_FILE"] = peak_file
+        code = _REPORT_PEAK + textwrap.dedent(code)
     cmd = [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
@@ -67,11 +103,9 @@ def run_bounded(code: str, *, timeout: float, max_rss_mb: float, args=(), stdin:
         pass
     peak, killed, returncode = 0.0, "", None
     while True:
-        # wait4 reaps the child with its resource usage: ru_maxrss is the true peak, spikes between polls too.
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             returncode = os.waitstatus_to_exitcode(status)
-            peak = max(peak, usage.ru_maxrss / 1024)
             proc.returncode = returncode
             break
         peak = max(peak, _rss_mb(proc.pid))
@@ -81,7 +115,7 @@ def run_bounded(code: str, *, timeout: float, max_rss_mb: float, args=(), stdin:
             killed = "time"
         if killed:
             proc.kill()
-            _, _, usage = os.wait4(proc.pid, 0)
+            os.wait4(proc.pid, 0)
             proc.returncode = -9
             break
         time.sleep(0.02)

@@ -1,0 +1,211 @@
+"""Loading maps the encoder blocks' matrices from the file and copies them after it returns (issue 12,
+point 8): what is deferred, that the copies keep every value, and that nothing races them."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import tiny_models as tm
+from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.lora import apply_loras, read_lora
+from clip_suite.clip_impl.transformer import PendingCopies
+from clip_suite.clip_impl.weight_files import ModelFileError
+from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+
+BLOCK_MATRICES = ("self_attn.in_proj.weight", "self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
+PROMPT = "a photo of a (cat:1.2) on a [red] sofa, " * 3
+
+
+@pytest.fixture
+def no_background(monkeypatch):
+    """Copies only when something asks for them, so a test sees the state right after loading."""
+    monkeypatch.setattr(PendingCopies, "settle_in_background", lambda self: None)
+
+
+def fresh_copy(src: Path, tmp_path: Path) -> Path:
+    """The same file under a new name: a tower of its own (towers of one file are shared)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    dst = tmp_path / src.name
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def block_matrices(tower) -> set[str]:
+    return {n for n, _ in tower.named_parameters() if ".encoder.layers." in n and n.endswith(BLOCK_MATRICES)}
+
+
+def mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process that map ``path`` (Linux)."""
+    real = os.path.realpath(path)
+    out = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(" " + real):
+            lo, hi = line.split()[0].split("-")
+            out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+def test_load_maps_the_block_matrices_and_converts_the_rest(model_dir, tmp_path, no_background):
+    path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)  # fp16; auto on the CPU keeps fp32
+    model = load_clip(path)
+    ranges = mapped_ranges(path)
+    assert ranges, "the file should be mapped while its tensors are pending"
+    for role, tower in model.towers.items():
+        params = dict(tower.named_parameters())
+        deferred = block_matrices(tower)
+        assert set(tower.pending.storage) == deferred and len(tower.pending) == len(deferred)
+        assert all(params[n].dtype == torch.float16 for n in deferred)
+        assert all(p.dtype == torch.float32 for n, p in params.items() if n not in deferred), role
+        fc1 = params["text_model.encoder.layers.0.mlp.fc1.weight"]
+        assert any(lo <= fc1.data_ptr() < hi for lo, hi in ranges), f"{role}: fc1 is not the file's own bytes"
+
+
+def test_settling_copies_to_fp32_with_every_value(model_dir, tmp_path, no_background):
+    path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
+    file = load_file(str(path))
+    model = load_clip(path)
+    tower = model.towers["g"]
+    name = "text_model.encoder.layers.1.mlp.fc2.weight"
+    loaded = tower.get_parameter(name)
+    want = file["conditioner.embedders.1.model.transformer.resblocks.1.mlp.c_proj.weight"]
+    final = tower.pending.final_nbytes(tower)
+    tower.pending.settle()
+    settled = tower.get_parameter(name)
+    assert len(tower.pending) == 0 and settled is not loaded  # a new Parameter: readers of the old stay valid
+    assert settled.dtype == torch.float32 and torch.equal(settled, want.float()) and torch.equal(loaded, want)
+    assert all(p.dtype == torch.float32 for p in tower.parameters())
+    assert final == sum(t.numel() * t.element_size() for t in tower.state_dict().values())
+
+
+def test_encodings_before_and_after_settling_are_identical(model_dir, tmp_path, no_background):
+    """Settled on first use by the forward; a tower whose copies were made first gives the same bits."""
+    path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
+    lazy = load_clip(path)
+    assert all(len(t.pending) for t in lazy.towers.values())
+    first = encode_prompt(lazy, PROMPT, EncodeSettings(), cache=None)
+    assert all(len(t.pending) == 0 for t in lazy.towers.values()), "the forward settles first"
+    eager = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path / "again"), precision="fp32")
+    for t in eager.towers.values():
+        t.pending.settle()
+    ref = encode_prompt(eager, PROMPT, EncodeSettings(), cache=None)
+    assert torch.equal(first.cond, ref.cond) and torch.equal(first.pooled, ref.pooled)
+
+
+def test_only_exact_conversions_are_deferred(tmp_path, l_model, no_background):
+    """An fp32 file under auto is rounded through fp16 at load (a copy cannot wait: the mapped values are
+    not the ones the tower computes with); precision fp32 keeps the file's fp32 tensors as they are."""
+    tm.save(tmp_path / "clip_l_fp32.safetensors", tm.hf_state(l_model), half=False)
+    auto = load_clip(tmp_path / "clip_l_fp32.safetensors").towers["l"]
+    assert len(auto.pending) == 0 and all(p.dtype == torch.float32 for p in auto.parameters())
+    exact = load_clip(tmp_path / "clip_l_fp32.safetensors", precision="fp32").towers["l"]
+    assert set(exact.pending.storage) == block_matrices(exact)
+    half = load_clip(tmp_path / "clip_l_fp32.safetensors", precision="fp16").towers["l"]
+    assert len(half.pending) == 0 and all(p.dtype == torch.float16 for p in half.parameters())
+
+
+@pytest.mark.parametrize("name", ["mlp.fc1.weight", "self_attn.out_proj.weight", "self_attn.q_proj.weight"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_in_a_deferred_matrix_is_refused_at_load(tmp_path, l_model, name, bad):
+    sd = tm.hf_state(l_model)
+    sd[f"text_model.encoder.layers.2.{name}"][3, 5] = bad
+    tm.save(tmp_path / "broken.safetensors", sd)
+    key = "in_proj" if "q_proj" in name else name.rsplit(".", 1)[0]
+    with pytest.raises(ModelFileError, match=rf"broken.safetensors: tensor .*layers\.2\..*{key}.* holds NaN or infinite"):
+        load_clip(tmp_path / "broken.safetensors")
+
+
+def test_fp32_values_that_overflow_fp16_are_refused_under_auto(tmp_path, l_model):
+    sd = tm.hf_state(l_model)
+    sd["text_model.encoder.layers.1.mlp.fc2.weight"][0, 0] = 1e6  # finite in fp32, inf once rounded to fp16
+    tm.save(tmp_path / "big.safetensors", sd, half=False)
+    with pytest.raises(ModelFileError, match=r"big.safetensors: tensor .*fc2.weight holds NaN or infinite"):
+        load_clip(tmp_path / "big.safetensors")
+    assert load_clip(tmp_path / "big.safetensors", precision="fp32").towers["l"] is not None
+
+
+def test_a_parameter_moved_meanwhile_is_left_alone(model_dir, tmp_path, no_background):
+    tower = load_clip(fresh_copy(model_dir / "sd15.safetensors", tmp_path)).towers["l"]
+    mlp = tower.text_model.encoder.layers[0].mlp
+    moved = torch.nn.Parameter(mlp.fc1.weight.detach().to(torch.float64), requires_grad=False)
+    mlp.fc1.weight = moved  # what a host's move does: a new tensor
+    tower.pending.settle()
+    assert mlp.fc1.weight is moved and mlp.fc2.weight.dtype == torch.float32
+
+
+def test_vision_towers_defer_their_blocks_too(vision_dir, tmp_path, no_background):
+    model = load_clip(fresh_copy(vision_dir / "clip_hf.safetensors", tmp_path))
+    vision = model.vision
+    assert set(vision.pending.storage) == block_matrices(vision) and len(vision.pending) > 0
+    pixels = torch.rand(2, 3, vision.config.image_size, vision.config.image_size)
+    out = vision(pixels)
+    assert len(vision.pending) == 0 and out.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in vision.parameters())
+
+
+def test_a_lora_on_a_fresh_load_shares_the_settled_tensors(model_dir, tmp_path, l_model, no_background):
+    from test_lora import kohya_keys, random_modules
+
+    modules = random_modules(128, 4, rank=4, seed=7, targets=("q", "k", "v", "out"))
+    save_file(kohya_keys("lora_te", modules, alpha=2), str(tmp_path / "lora.safetensors"))
+    model = load_clip(fresh_copy(model_dir / "sd15.safetensors", tmp_path))
+    patched = apply_loras(model, [(read_lora(tmp_path / "lora.safetensors"), 1.0)]).model
+    base, mine = model.towers["l"], patched.towers["l"]
+    assert len(base.pending) == 0 and all(p.dtype == torch.float32 for p in mine.parameters())
+    fc1 = "text_model.encoder.layers.0.mlp.fc1.weight"  # the LoRA touches attention only
+    assert mine.get_parameter(fc1).data_ptr() == base.get_parameter(fc1).data_ptr()
+
+
+def test_encodes_racing_the_background_copies_agree(model_dir, tmp_path):
+    want = encode_prompt(load_clip(model_dir / "sdxl.safetensors"), PROMPT, EncodeSettings(), cache=None)
+    for attempt in range(3):
+        model = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path / str(attempt)))  # copies start
+        got, errors = [], []
+
+        def run():
+            try:
+                got.append(encode_prompt(model, PROMPT, EncodeSettings(), cache=None))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(got) == 3
+        for out in got:
+            assert torch.equal(out.cond, want.cond) and torch.equal(out.pooled, want.pooled)
+        assert all(len(t.pending) == 0 for t in model.towers.values())
+
+
+def test_a_process_that_exits_right_after_loading_exits_cleanly(model_dir, tmp_path):
+    """The background copies are not cut off at interpreter exit (a torch op killed there aborts)."""
+    path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
+    code = f"from clip_suite.clip_impl.loading import load_clip; load_clip({str(path)!r}); print('loaded')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]
+
+
+def test_a_deep_copy_keeps_its_copies_pending_and_apart(model_dir, tmp_path, no_background):
+    import copy
+    import pickle
+
+    model = load_clip(fresh_copy(model_dir / "sd15.safetensors", tmp_path))
+    tower = model.towers["l"]
+    twin = copy.deepcopy(tower)
+    assert len(twin.pending) == len(tower.pending) > 0
+    twin.pending.settle()
+    name = "text_model.encoder.layers.0.mlp.fc1.weight"
+    assert twin.get_parameter(name).dtype == torch.float32 and tower.get_parameter(name).dtype == torch.float16
+    assert len(tower.pending) > 0
+    again = pickle.loads(pickle.dumps(tower))
+    assert len(tower.pending) == 0 and len(again.pending) == 0
+    assert torch.equal(again.get_parameter(name), twin.get_parameter(name))
