@@ -48,7 +48,15 @@ elif case == "comfy_checkpoint":
 elif case == "comfy_dual_clip":
     clip = comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
 seconds = time.perf_counter() - t0
-result = {{"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+def peak_rss_mib():
+    # VmHWM is this process's own peak. ru_maxrss is not: a child started by vfork (subprocess) carries
+    # its parent's high-water mark from exec on, so a parent that once held gigabytes inflates it.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result = {{"seconds": seconds, "peak_rss_mib": peak_rss_mib()}}
 if encode and case == "ours":
     from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
     run = lambda s: encode_prompt(model, s, EncodeSettings(), cache=None)

@@ -82,7 +82,15 @@ with torch.inference_mode():
         rel = lambda a, b: float((a - b).abs().max() / b.abs().max())
         out["rel_cond"] = rel(c_our, c_ref)
         out["rel_pooled"] = rel(d_our["pooled_output"], d_ref["pooled_output"])
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib():
+    # VmHWM is this process's own peak. ru_maxrss is not: a child started by vfork (subprocess) carries
+    # its parent's high-water mark from exec on, so a parent that once held gigabytes inflates it.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mib"] = peak_rss_mib()
 print(json.dumps(out))
 """
 

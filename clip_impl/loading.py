@@ -2,7 +2,10 @@
 
 ``load_clip([file], architecture="auto")`` finds every text tower in the file(s) from key names and
 shapes (``formats.py``), decides the model family (SD1.x, SD2.x, SDXL, SDXL refiner, a full CLIP),
-reads only those towers' tensors, builds the towers on the meta device and assigns the weights.
+reads only those towers' tensors, builds the towers on the meta device and assigns the weights. The
+encoder blocks' matrices (most of the bytes) stay the file's memory-mapped tensors when they need no
+rounding, and are copied into their storage dtype on a background thread (``pending_copies.py``): loading
+returns after one read of the bytes (the NaN/inf check), and the towers compute the same numbers meanwhile.
 
 Precision (DESIGN 5): ``auto`` rounds weights to fp16 as ComfyUI stores them and computes in fp32
 (kept resident as fp32 on the CPU, which doubles their memory but skips a cast per layer and pass);
@@ -85,8 +88,8 @@ def load_clip(
     if match is not None:
         model.extra["vision_text"] = match.text_role(assignment)
         model.logit_scale_source = match.logit_scale
-    for tower in model.modules():  # after every tower is built, so the copies do not slow the others
-        tower.pending.settle_in_background()
+    for tower in model.modules():  # once every tower is built, so the copies slow none of them
+        tower.pending.start()
     log.info("loaded %s from %s", model.describe(), ", ".join(paths))
     return model
 

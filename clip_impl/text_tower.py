@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from .cache import forget
+from .pending_copies import PendingCopies
 from .tokenizer import EOS_ID, VOCAB_SIZE
 from .transformer import (
     LAYER_NORM_EPS,
     Encoder,
-    PendingCopies,
     embedding_table,
     layer_norm,
     linear,
@@ -118,7 +118,6 @@ class TextTower(nn.Module):
 
         ``vectors`` are (row, position, vector (C,)) that replace token embeddings (textual inversion).
         """
-        self.pending.settle()
         embeddings = self.text_model.embeddings
         x = stored_table(embeddings.token_embedding, ids.device)[ids].to(self.compute_dtype)
         for row, pos, vec in vectors:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .transformer import PendingCopies
+from .pending_copies import PendingCopies
 from .weight_files import ModelFileError, WeightReader
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -84,7 +84,7 @@ def deferrable(name: str, parts: list, storage: torch.dtype, round_fp16: bool, d
 @dataclass
 class ConvertedWeights:
     """What :func:`convert_weights` did: the compute dtype, and the entries it left as the file's
-    tensors (name -> the storage dtype they are to be copied into; see ``transformer.PendingCopies``)."""
+    tensors (name -> the storage dtype they are to be copied into; see ``pending_copies.py``)."""
 
     compute: torch.dtype
     deferred: dict[str, torch.dtype]
@@ -138,7 +138,7 @@ def convert_weights(sd: dict, precision: str, device, storage_dtype, where: str,
 def assemble(tower_class, cfg, sd: dict, converted: ConvertedWeights, where: str, what: str):
     """Build ``tower_class(cfg)`` on the meta device and assign ``sd`` (no random init, no copy); the
     tower gets its compute dtype, a fresh ``cache_id`` and ``where`` as its ``source`` (for messages).
-    Deferred entries become the tower's pending copies (the loader starts them once every tower is built)."""
+    Deferred entries become the tower's pending copies (the loader starts them)."""
     with torch.device("meta"):
         tower = tower_class(cfg, source=where, compute_dtype=converted.compute)
     try:

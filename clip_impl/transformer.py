@@ -7,12 +7,10 @@ are one fused projection (OpenCLIP's ``in_proj`` layout; HF's q/k/v are stacked 
 Weights may be stored in a narrower dtype than the compute dtype (e.g. fp16 storage, fp32 compute, as
 ComfyUI does), or on another device (a host that partially offloaded a tower); they are then cast per use.
 A :class:`Borrowed` leaf holds no weights and fetches them at each use (ComfyUI's own text encoders).
-A freshly loaded tower may still compute with the file's own tensors (:class:`PendingCopies`).
+A freshly loaded tower may still compute with the file's own tensors (``pending_copies.py``).
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 import torch.nn.functional as F
@@ -50,78 +48,6 @@ def cast(param: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if param.dtype == like.dtype and param.device == like.device:
         return param
     return param.to(device=like.device, dtype=like.dtype)
-
-
-class PendingCopies:
-    """Parameters of a tower that still hold the file's tensors (memory-mapped, e.g. fp16) and are to
-    become the tower's own memory in their storage dtype (e.g. fp32 on the CPU).
-
-    Loading checks those tensors, maps them and returns; :meth:`settle` then makes the copies: in the
-    background right after loading (:meth:`settle_in_background`), and at the latest when the tower runs,
-    is patched or is moved by a host (each of these calls it, waiting for a settle under way). A copy
-    replaces the module's Parameter object rather than its data, so anything still reading the old
-    tensor keeps valid memory. Only exact conversions are deferred and every layer casts its weights per
-    use, so a tower computes the same numbers before and after. A parameter that something replaced
-    meanwhile (a host moved it) is left as it is.
-    """
-
-    def __init__(self, tower: nn.Module | None = None, storage: dict[str, torch.dtype] | None = None):
-        """``storage``: parameter name in ``tower`` -> the dtype of its own copy (none pending without
-        a tower)."""
-        self.storage = dict(storage or {})  # kept after settling: a tower's final dtypes
-        self._entries = []  # (module, attribute, the tensor it was loaded with, dtype); no ref to the tower
-        for name, dtype in self.storage.items() if tower is not None else ():
-            path, _, attr = name.rpartition(".")
-            module = tower.get_submodule(path)
-            self._entries.append((module, attr, getattr(module, attr), dtype))
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __deepcopy__(self, memo) -> "PendingCopies":
-        """A deep copy of a tower keeps its pending copies pending (its modules and parameters, copied
-        before this attribute, are found in ``memo``); a copy of this object alone has none."""
-        copy = PendingCopies(storage=self.storage)
-        for module, attr, loaded, dtype in list(self._entries):
-            if id(module) in memo and id(loaded) in memo:
-                copy._entries.append((memo[id(module)], attr, memo[id(loaded)], dtype))
-        return copy
-
-    def __getstate__(self) -> dict:
-        self.settle()  # a pickled tower holds its own memory
-        return {"storage": self.storage}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(storage=state["storage"])
-
-    def final_nbytes(self, tower: nn.Module) -> int:
-        """Bytes of ``tower``'s parameters and buffers once settled (a host counts a tower at its final
-        size while the copies may still be under way)."""
-        total = 0
-        for name, t in tower.state_dict(keep_vars=True).items():
-            dtype = self.storage.get(name, t.dtype)
-            total += t.numel() * torch.empty((), dtype=dtype).element_size()
-        return total
-
-    def settle(self) -> None:
-        """Copy every pending parameter into its own memory now (waits for a settle in another thread)."""
-        if not self._entries:
-            return
-        with self._lock:
-            while self._entries:
-                module, attr, loaded, dtype = self._entries[-1]
-                if getattr(module, attr) is loaded:
-                    own = torch.empty(loaded.shape, dtype=dtype, device=loaded.device)
-                    own.copy_(loaded.detach())
-                    setattr(module, attr, nn.Parameter(own, requires_grad=False))
-                self._entries.pop()
-
-    def settle_in_background(self) -> None:
-        """Start :meth:`settle` on a thread of its own. Not a daemon: a process that exits meanwhile
-        waits for it (well under a second), as a torch op cut off at interpreter exit aborts."""
-        if self._entries:
-            threading.Thread(target=self.settle, name="clip-suite-settle").start()
 
 
 class Borrowed(nn.Module):

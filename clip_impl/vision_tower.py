@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import LAYER_NORM_EPS, Encoder, PendingCopies, cast, embedding_table, layer_norm, linear, projection
+from .pending_copies import PendingCopies
+from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear, projection
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,6 @@ class VisionTower(nn.Module):
                 f"{cfg.name} takes pixels of shape (B, 3, {cfg.image_size}, {cfg.image_size}), got "
                 f"{tuple(pixels.shape)}; preprocess images with clip_impl.preprocess first"
             )
-        self.pending.settle()
         emb = self.vision_model.embeddings
         x = pixels.to(device=self.device, dtype=self.compute_dtype)
         x = F.conv2d(x, cast(emb.patch_embedding.weight, x), stride=cfg.patch)  # (B, C, g, g)
@@ -119,6 +119,7 @@ class VisionTower(nn.Module):
     def forward(self, pixels: torch.Tensor, project: bool = True) -> torch.Tensor:
         """Image embeddings (B, P), not normalised; ``project=False`` gives the pooled (B, C) before
         ``visual_projection``. Raises ValueError when asked to project and the tower has no projection."""
+        self.pending.settle()
         x = layer_norm(self.embed(pixels), self.vision_model.pre_layrnorm)
         for block in self.vision_model.encoder.layers:
             x = block(x, causal=False)

@@ -61,8 +61,8 @@ class _Hosted(torch.nn.Module):
         self.device = device
 
     def _apply(self, fn, recurse=True):
-        self.inner.pending.settle()  # a move never races the loader's background copies
-        out = super()._apply(fn, recurse)
+        with self.inner.pending.hold():  # no copy of a freshly loaded tower while it moves
+            out = super()._apply(fn, recurse)
         reshare(self.inner)
         return out
 
@@ -176,7 +176,7 @@ class ComfyHost(FolderHost):
                 patcher = self._patchers.get(id(module))
                 if patcher is None or patcher.model.inner is not module:
                     wrapper = _Hosted(module, module.device)
-                    # Counted at its settled size (the loader's background copies may still be under way).
+                    # Counted at its final size (a freshly loaded tower's copies are made in the background).
                     size = module.pending.final_nbytes(module)
                     patcher = comfy.model_patcher.ModelPatcher(
                         wrapper, load_device=load_device, offload_device=offload_device, size=size
@@ -223,8 +223,6 @@ class ComfyHost(FolderHost):
             # As CLIP.load_model: ComfyUI decides (full, partial or no load); its layers cast per use.
             mm.load_models_gpu(patchers)
             return
-        for patcher in patchers:  # ComfyUI sizes the model from its parameters: the final ones
-            patcher.model.inner.pending.settle()
         # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
         mm.load_models_gpu(patchers, force_full_load=True)
         for patcher in patchers:

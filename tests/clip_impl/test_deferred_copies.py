@@ -1,4 +1,4 @@
-"""Loading maps the encoder blocks' matrices from the file and copies them after it returns (issue 12,
+"""Loading maps the encoder blocks' matrices from the file and copies them in the background (issue 12,
 point 8): what is deferred, that the copies keep every value, and that nothing races them."""
 
 import os
@@ -15,7 +15,7 @@ import tiny_models as tm
 from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
 from clip_suite.clip_impl.loading import load_clip
 from clip_suite.clip_impl.lora import apply_loras, read_lora
-from clip_suite.clip_impl.transformer import PendingCopies
+from clip_suite.clip_impl.pending_copies import PendingCopies
 from clip_suite.clip_impl.weight_files import ModelFileError
 from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
@@ -25,8 +25,8 @@ PROMPT = "a photo of a (cat:1.2) on a [red] sofa, " * 3
 
 @pytest.fixture
 def no_background(monkeypatch):
-    """Copies only when something asks for them, so a test sees the state right after loading."""
-    monkeypatch.setattr(PendingCopies, "settle_in_background", lambda self: None)
+    """Copies only when something asks for them, so a test sees the state it sets up."""
+    monkeypatch.setattr(PendingCopies, "start", lambda self: None)
 
 
 def fresh_copy(src: Path, tmp_path: Path) -> Path:
@@ -85,18 +85,43 @@ def test_settling_copies_to_fp32_with_every_value(model_dir, tmp_path, no_backgr
     assert final == sum(t.numel() * t.element_size() for t in tower.state_dict().values())
 
 
-def test_encodings_before_and_after_settling_are_identical(model_dir, tmp_path, no_background):
-    """Settled on first use by the forward; a tower whose copies were made first gives the same bits."""
-    path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
-    lazy = load_clip(path)
+def test_blocks_compute_the_same_bits_before_and_after_the_copies(model_dir, tmp_path, no_background):
+    """A block computes with the mapped fp16 matrices (cast per use) exactly as with its fp32 copies."""
+    model = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path))
+    for tower in model.towers.values():
+        x = torch.randn(2, 77, tower.config.width, generator=torch.Generator().manual_seed(0))
+        blocks = tower.text_model.encoder.layers
+        mapped = [block(x, causal=True) for block in blocks]
+        tower.pending.settle()
+        assert all(torch.equal(block(x, causal=True), want) for block, want in zip(blocks, mapped))
+
+
+def test_a_pass_makes_the_copies_first_and_encodes_as_before(model_dir, tmp_path, no_background):
+    lazy = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path))
     assert all(len(t.pending) for t in lazy.towers.values())
-    first = encode_prompt(lazy, PROMPT, EncodeSettings(), cache=None)
-    assert all(len(t.pending) == 0 for t in lazy.towers.values()), "the forward settles first"
+    got = encode_prompt(lazy, PROMPT, EncodeSettings(), cache=None)
+    assert all(len(t.pending) == 0 for t in lazy.towers.values()), "a pass never runs beside the copies"
     eager = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path / "again"), precision="fp32")
     for t in eager.towers.values():
         t.pending.settle()
-    ref = encode_prompt(eager, PROMPT, EncodeSettings(), cache=None)
-    assert torch.equal(first.cond, ref.cond) and torch.equal(first.pooled, ref.pooled)
+    want = encode_prompt(eager, PROMPT, EncodeSettings(), cache=None)
+    assert torch.equal(got.cond, want.cond) and torch.equal(got.pooled, want.pooled)
+
+
+def wait_for(condition, seconds=60.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_loading_starts_the_copies_in_the_background(model_dir, tmp_path):
+    model = load_clip(fresh_copy(model_dir / "sdxl.safetensors", tmp_path))
+    towers = list(model.towers.values())
+    wait_for(lambda: all(len(t.pending) == 0 for t in towers))  # nothing used the towers meanwhile
+    assert all(p.dtype == torch.float32 for t in towers for p in t.parameters())
 
 
 def test_only_exact_conversions_are_deferred(tmp_path, l_model, no_background):
@@ -135,19 +160,25 @@ def test_a_parameter_moved_meanwhile_is_left_alone(model_dir, tmp_path, no_backg
     tower = load_clip(fresh_copy(model_dir / "sd15.safetensors", tmp_path)).towers["l"]
     mlp = tower.text_model.encoder.layers[0].mlp
     moved = torch.nn.Parameter(mlp.fc1.weight.detach().to(torch.float64), requires_grad=False)
-    mlp.fc1.weight = moved  # what a host's move does: a new tensor
+    mlp.fc1.weight = moved  # a new Parameter
+    attn = tower.text_model.encoder.layers[0].self_attn
+    with tower.pending.hold():  # what a host's move does: new data in the same Parameter
+        attn.out_proj.weight.data = attn.out_proj.weight.data.to(torch.float64)
     tower.pending.settle()
-    assert mlp.fc1.weight is moved and mlp.fc2.weight.dtype == torch.float32
+    assert mlp.fc1.weight is moved and attn.out_proj.weight.dtype == torch.float64
+    assert mlp.fc2.weight.dtype == torch.float32
 
 
 def test_vision_towers_defer_their_blocks_too(vision_dir, tmp_path, no_background):
     model = load_clip(fresh_copy(vision_dir / "clip_hf.safetensors", tmp_path))
     vision = model.vision
     assert set(vision.pending.storage) == block_matrices(vision) and len(vision.pending) > 0
+    x = torch.randn(2, 17, vision.config.width, generator=torch.Generator().manual_seed(0))
+    mapped = [block(x, causal=False) for block in vision.vision_model.encoder.layers]
     pixels = torch.rand(2, 3, vision.config.image_size, vision.config.image_size)
-    out = vision(pixels)
-    assert len(vision.pending) == 0 and out.dtype == torch.float32
+    assert vision(pixels).dtype == torch.float32 and len(vision.pending) == 0
     assert all(p.dtype == torch.float32 for p in vision.parameters())
+    assert all(torch.equal(b(x, causal=False), m) for b, m in zip(vision.vision_model.encoder.layers, mapped))
 
 
 def test_a_lora_on_a_fresh_load_shares_the_settled_tensors(model_dir, tmp_path, l_model, no_background):
@@ -186,12 +217,13 @@ def test_encodes_racing_the_background_copies_agree(model_dir, tmp_path):
         assert all(len(t.pending) == 0 for t in model.towers.values())
 
 
-def test_a_process_that_exits_right_after_loading_exits_cleanly(model_dir, tmp_path):
-    """The background copies are not cut off at interpreter exit (a torch op killed there aborts)."""
+def test_a_process_that_exits_during_the_copies_exits_cleanly(model_dir, tmp_path):
+    """The background copies stop at interpreter exit between tensors (a torch op cut off there aborts)."""
     path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
-    code = f"from clip_suite.clip_impl.loading import load_clip; load_clip({str(path)!r}); print('loaded')"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]
+    code = f"from clip_suite.clip_impl.loading import load_clip\nload_clip({str(path)!r})\nprint('loaded')\n"
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]
 
 
 def test_a_deep_copy_keeps_its_copies_pending_and_apart(model_dir, tmp_path, no_background):
@@ -209,3 +241,15 @@ def test_a_deep_copy_keeps_its_copies_pending_and_apart(model_dir, tmp_path, no_
     again = pickle.loads(pickle.dumps(tower))
     assert len(tower.pending) == 0 and len(again.pending) == 0
     assert torch.equal(again.get_parameter(name), twin.get_parameter(name))
+
+
+def test_copies_made_inside_inference_mode_are_plain_tensors(model_dir, tmp_path, no_background):
+    """ComfyUI runs nodes under inference_mode: a pass there must not leave inference tensors behind,
+    which nothing could update in place afterwards."""
+    model = load_clip(fresh_copy(model_dir / "sd15.safetensors", tmp_path))
+    with torch.inference_mode():
+        encode_prompt(model, PROMPT, EncodeSettings(), cache=None)
+    fc1 = model.towers["l"].text_model.encoder.layers[0].mlp.fc1.weight
+    assert not fc1.is_inference()
+    with torch.no_grad():
+        fc1[0, 0] += 1.0
