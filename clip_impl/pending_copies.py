@@ -4,15 +4,15 @@ background.
 A loader checks the encoder blocks' matrices for NaN/inf, leaves them as the file's memory-mapped tensors
 (e.g. fp16) and returns: loading costs little more than reading those bytes once. A background thread then
 copies them into the storage dtype (fp32 on the CPU: no cast per layer and pass) while the caller goes on
-(in ComfyUI, with the next nodes). A tower's first pass finishes what is left first, sharing the work:
-computing alongside the copies would oversubscribe the cores (each torch op waits for its whole thread
-team). Only exact conversions are deferred (the same dtype, or fp16/bf16 widened to fp32) and every layer
+(in ComfyUI, with the next nodes). A tower's next pass first finishes what is left (taking turns with the
+thread): computing beside the copies oversubscribes a small machine's cores (each torch op waits for its
+whole thread team; measured twice as slow on 2 cores). Only exact conversions are deferred (the same dtype, or fp16/bf16 widened to fp32) and every layer
 casts its weights per use, so a tower computes the same numbers whatever is copied.
 
 A copy replaces the module's Parameter object rather than its data, so a thread still reading the old
-tensor keeps valid memory. A LoRA patch first finishes the copies; a host that moves a tower holds
-:meth:`PendingCopies.hold` around the move, and a parameter moved meanwhile (new data) is never copied.
-Until its copies are made the file stays mapped.
+tensor keeps valid memory. A LoRA patch and a host about to move the tower (ComfyUI moves it submodule by
+submodule) first finish the copies; a move of the whole tower holds :meth:`PendingCopies.hold`, and a
+parameter moved meanwhile (new data) is never copied. Until its copies are made the file stays mapped.
 """
 
 from __future__ import annotations

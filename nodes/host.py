@@ -223,6 +223,8 @@ class ComfyHost(FolderHost):
             # As CLIP.load_model: ComfyUI decides (full, partial or no load); its layers cast per use.
             mm.load_models_gpu(patchers)
             return
+        for patcher in patchers:  # ComfyUI moves submodules one by one: no background copy may be left
+            patcher.model.inner.pending.settle()
         # Our layers are plain torch.nn modules: only comfy.ops layers can be partially loaded.
         mm.load_models_gpu(patchers, force_full_load=True)
         for patcher in patchers:

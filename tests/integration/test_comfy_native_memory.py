@@ -156,3 +156,33 @@ def test_gpu_under_novram_and_lowvram_falls_back_to_cpu(comfy, comfy_host, model
     assert len(hosted.notes) == 1 and flag in hosted.notes[0] and "loaded on the CPU in fp32" in hosted.notes[0]
     monkeypatch.setattr(comfy.mm, "vram_state", comfy.mm.VRAMState.NORMAL_VRAM)
     assert comfy_host.devices("gpu")[0].type == "cuda"  # with VRAM to use, gpu means the GPU
+
+
+def test_a_fresh_load_is_counted_at_its_final_size_and_moves_wait_for_no_copy(comfy, comfy_host, model_dir, tmp_path,
+                                                                               monkeypatch):
+    """Our loader leaves the blocks' matrices mapped (fp16) and copies them to fp32 later: ComfyUI's
+    ModelPatcher, which sizes a model once, counts the final fp32 size; a move (``.to()``, as ComfyUI
+    loads and offloads) meanwhile takes the parameters along, and no copy replaces them afterwards."""
+    pending_copies = comfy.pack_module("clip_impl.pending_copies")
+    monkeypatch.setattr(pending_copies.PendingCopies, "start", lambda self: None)
+    path = tmp_path / "sd15_fresh.safetensors"
+    path.write_bytes((model_dir / "sd15.safetensors").read_bytes())
+    hosted = comfy_host.load([str(path)], precision="auto", device="cpu")
+    tower, patcher = hosted.model.towers["l"], hosted.patchers["l"]
+    assert len(tower.pending) > 0 and tower.text_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.float16
+    final = tower.pending.final_nbytes(tower)
+    assert patcher.model_size() == final
+    tower.pending.settle()
+    assert comfy.mm.module_size(patcher.model) == final and all(p.dtype == torch.float32 for p in tower.parameters())
+
+    again = comfy_host.load([str(path)], precision="fp32", device="cpu")  # another tower, copies pending
+    assert len(again.model.towers["l"].pending) > 0
+    comfy_host.prepare(again)  # ComfyUI then moves submodules one by one: nothing may be left to copy
+    assert len(again.model.towers["l"].pending) == 0
+
+    moved = comfy_host.load([str(path)], precision="fp16", device="cpu")  # a third tower, copies pending
+    tower, patcher = moved.model.towers["l"], moved.patchers["l"]
+    assert len(tower.pending) > 0
+    patcher.model.to("meta")  # what a load to another device does to our wrapper
+    tower.pending.settle()
+    assert len(tower.pending) == 0 and all(p.device.type == "meta" for p in tower.parameters())
