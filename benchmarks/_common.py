@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # full_size.py builds the random-weight models
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory (MiB). VmHWM, not ``ru_maxrss``: a child started by vfork
+    (subprocess) carries its parent's high-water mark from exec on, so a parent that once held gigabytes
+    would inflate every child's figure."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def setup_threads() -> int:
     """Use every core (torch's default may be lower); returns the thread count."""
     n = os.cpu_count() or 1

@@ -48,14 +48,8 @@ elif case == "comfy_checkpoint":
 elif case == "comfy_dual_clip":
     clip = comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
 seconds = time.perf_counter() - t0
-def peak_rss_mib():
-    # VmHWM is this process's own peak. ru_maxrss is not: a child started by vfork (subprocess) carries
-    # its parent's high-water mark from exec on, so a parent that once held gigabytes inflates it.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.append({bench!r})  # last, and after ComfyUI's imports: nothing of it is shadowed
+from _common import peak_rss_mib
 result = {{"seconds": seconds, "peak_rss_mib": peak_rss_mib()}}
 if encode and case == "ours":
     from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
@@ -71,7 +65,7 @@ print(json.dumps(result))
 
 
 def run_child(case: str, paths: list[str], comfy: str, encode: bool = False) -> dict:
-    code = _CHILD.format(comfy=comfy, threads=os.cpu_count() or 1, case=case, paths=paths, encode=encode)
+    code = _CHILD.format(comfy=comfy, bench=str(HERE), threads=os.cpu_count() or 1, case=case, paths=paths, encode=encode)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{out.stderr[-2000:]}")

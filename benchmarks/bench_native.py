@@ -82,21 +82,15 @@ with torch.inference_mode():
         rel = lambda a, b: float((a - b).abs().max() / b.abs().max())
         out["rel_cond"] = rel(c_our, c_ref)
         out["rel_pooled"] = rel(d_our["pooled_output"], d_ref["pooled_output"])
-def peak_rss_mib():
-    # VmHWM is this process's own peak. ru_maxrss is not: a child started by vfork (subprocess) carries
-    # its parent's high-water mark from exec on, so a parent that once held gigabytes inflates it.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.append({bench!r})  # last, and after ComfyUI's imports: nothing of it is shadowed
+from _common import peak_rss_mib
 out["peak_rss_mib"] = peak_rss_mib()
 print(json.dumps(out))
 """
 
 
 def run_child(case: str, comfy: str, paths: list[str], text: str, runs: int) -> dict:
-    code = _CHILD.format(comfy=comfy, threads=os.cpu_count() or 1, case=case, paths=paths, text=text, runs=runs)
+    code = _CHILD.format(comfy=comfy, bench=str(HERE), threads=os.cpu_count() or 1, case=case, paths=paths, text=text, runs=runs)
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:

@@ -71,8 +71,8 @@ def exact(source: torch.dtype, storage: torch.dtype, round_fp16: bool) -> bool:
 
 def deferrable(name: str, parts: list, storage: torch.dtype, round_fp16: bool, device: torch.device) -> bool:
     """Whether an entry (its tensors, stacked by rows) may keep the file's values in the file's dtype
-    until first use: a matrix of the encoder blocks (most of a tower's bytes), staying on the CPU, that
-    becomes its storage dtype exactly."""
+    until the tower copies it (``pending_copies.py``): a matrix of the encoder blocks (most of a tower's
+    bytes), staying on the CPU, that becomes its storage dtype exactly."""
     first = parts[0]
     if first.ndim != 2 or ".encoder.layers." not in f".{name}" or not first.is_floating_point():
         return False
