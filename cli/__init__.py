@@ -9,6 +9,8 @@ The CLI calls ``clip_impl``; nothing in ``clip_impl`` imports it.
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import logging
 import sys
 
@@ -32,9 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keep_undecodable_names_printable() -> None:
+    """File names are bytes on POSIX, and one that is not valid UTF-8 reaches Python as lone surrogates,
+    which a strict stdout refuses, ending a listing (``search``, ``duplicates``) at that name. Such names
+    are written back as their own bytes on a UTF-8 stdout (so ``xargs`` gets the real name) and escaped on
+    any other encoding. stderr already escapes."""
+    stream = sys.stdout
+    if not isinstance(stream, io.TextIOWrapper) or stream.errors != "strict":
+        return
+    utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+    stream.reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
+
+
 def main(argv=None) -> int:
     """Entry point; returns the exit code (2 on bad input)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    keep_undecodable_names_printable()
     args = build_parser().parse_args(argv)
     try:
         return SUBCOMMANDS[args.command].run(args)

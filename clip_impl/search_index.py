@@ -174,7 +174,9 @@ class EmbeddingIndex:
             emb = torch.stack([e.embedding.float().cpu() for _, e in items]).contiguous()
         else:
             emb = torch.zeros(0, 0)
-        rows = json.dumps([[p, e.size, e.mtime_ns] for p, e in items], ensure_ascii=False)
+        # ASCII JSON: a file name that is not UTF-8 (lone surrogates from os.fsdecode) is kept as a \u
+        # escape that reads back as the same name; safetensors metadata must be valid UTF-8.
+        rows = json.dumps([[p, e.size, e.mtime_ns] for p, e in items])
         meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "entries": rows,
                 "crc32": str(_crc(emb, rows))}
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -274,3 +274,21 @@ def test_csv_cells_are_safe_in_every_command(vision_dir, tmp_path, monkeypatch, 
         assert not [c for c in cells if c[:1] in ("=", "+", "@")], (command, cells)
         if command == "classify":
             assert "'=HYPERLINK(1).png" in cells and any(c.startswith("'=cmd()") or c == "'+dog" for c in cells)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_listings_go_on_past_a_name_that_is_not_utf8(vision_dir, tmp_path):
+    """A file name with a Latin-1 byte (not UTF-8) is listed as its own bytes, and the listing goes on,
+    on a strict UTF-8 stdout (what a UTF-8 locale gives)."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    odd = os.fsdecode(b"caf\xe9.png")
+    for i, name in enumerate((odd, "plain.png", "zz.png")):
+        _png(d / name, i)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    model = str(vision_dir / "clip_hf.safetensors")
+    for command in (["search", "--text", "a dog", str(d)], ["duplicates", "--threshold", "-0.99", str(d)]):
+        out = subprocess.run([sys.executable, "-m", "clip_suite", command[0], "--model", model, *command[1:]],
+                             capture_output=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+        assert b"caf\xe9.png" in out.stdout and b"plain.png" in out.stdout and b"zz.png" in out.stdout, out.stdout
