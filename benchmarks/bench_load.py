@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import full_size  # noqa: E402
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {comfy!r})
 import torch
 torch.set_num_threads({threads})

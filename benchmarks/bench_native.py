@@ -33,7 +33,7 @@ WORDS = ("a (red:1.2) fox in a snowy forest, oil painting, (soft light:0.8), hig
          "painter, trending on an art site, warm colours, wide angle, depth of field, golden hour")
 
 _CHILD = r"""
-import json, resource, statistics, sys, time
+import json, statistics, sys, time
 sys.path.insert(0, {comfy!r})
 import torch
 torch.set_num_threads({threads})

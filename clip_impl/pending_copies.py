@@ -81,11 +81,8 @@ class PendingCopies:
     def final_nbytes(self, tower: nn.Module) -> int:
         """Bytes of ``tower``'s parameters and buffers once settled (a host counts a tower at its final
         size while its copies may still be pending)."""
-        total = 0
-        for name, t in tower.state_dict(keep_vars=True).items():
-            dtype = self.storage.get(name, t.dtype)
-            total += t.numel() * torch.empty((), dtype=dtype).element_size()
-        return total
+        state = tower.state_dict(keep_vars=True)
+        return sum(t.numel() * self.storage.get(name, t.dtype).itemsize for name, t in state.items())
 
     def settle(self, background: bool = False) -> None:
         """Make every pending copy now (taking turns with a background copy under way, a tensor at a

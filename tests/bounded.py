@@ -81,10 +81,11 @@ def _run(code, timeout, max_rss_mb, args, stdin, cwd, peak_file) -> Outcome:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.setdefault("PYTHONIOENCODING", "utf-8")
+    code = textwrap.dedent(code)
     if HAS_PROC:
         env["BOUNDED_PEAK_FILE"] = peak_file
-        code = _REPORT_PEAK + textwrap.dedent(code)
-    cmd = [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
+        code = _REPORT_PEAK + code
+    cmd = [sys.executable, "-c", code, *map(str, args)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
     chunks = {"out": b"", "err": b""}
