@@ -20,8 +20,8 @@ from _common import fmt, import_comfyui, matmul_ceiling, max_rel_diff, paired_me
 
 import full_size  # noqa: E402  (tests/ is put on sys.path by _common)
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
 from clip_suite.clip_impl.tokenizer import get_tokenizer
 
 WORDS = ("a detailed oil painting of an old lighthouse on a rocky coast at dusk, waves crashing, "
@@ -129,7 +129,7 @@ def bench_sdxl(args, device, runs):
     def ours():
         return encode_prompt(model, text, settings, cache=None)
 
-    from clip_suite.clip_impl.chunking import chunk_prompt
+    from clip_suite.clip_impl.text.chunking import chunk_prompt
 
     ids = {r: torch.tensor([c.ids(49407 if r == "l" else 0) for c in chunk_prompt(text)], device=device) for r in "lg"}
     fns = {"ours": ours, "transformers": lambda: hf_encode(hf, ids, 2)}
@@ -191,7 +191,7 @@ def bench_sd15(args, device, runs):
     hf = transformers_towers({"l": (clip_l, 768, 12, "quick_gelu", False)}, device)
     comfy_sd = import_comfyui(args.comfyui)
     comfy = comfy_sd15(comfy_sd, clip_l) if comfy_sd else None
-    from clip_suite.clip_impl.chunking import chunk_prompt
+    from clip_suite.clip_impl.text.chunking import chunk_prompt
 
     for tokens in (60, 225):
         text = prompt_of(tokens)

@@ -41,7 +41,7 @@ if case.startswith("comfy"):
     import comfy.sd
 t0 = time.perf_counter()
 if case == "ours":
-    from clip_suite.clip_impl.loading import load_clip
+    from clip_suite.clip_impl.weights.loading import load_clip
     model = load_clip(paths, with_vision=False)
 elif case == "comfy_checkpoint":
     out = comfy.sd.load_checkpoint_guess_config(paths[0], output_vae=True, output_clip=True)
@@ -52,7 +52,7 @@ sys.path.append({bench!r})  # last, and after ComfyUI's imports: nothing of it i
 from _common import peak_rss_mib
 result = {{"seconds": seconds, "peak_rss_mib": peak_rss_mib()}}
 if encode and case == "ours":
-    from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
+    from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
     run = lambda s: encode_prompt(model, s, EncodeSettings(), cache=None)
 elif encode:
     run = lambda s: clip.encode_from_tokens_scheduled(clip.tokenize(s))

@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=1_000_000, help="largest size (default 10^6)")
     args = parser.parse_args()
 
-    from clip_suite.clip_impl.chunking import chunk_prompt
-    from clip_suite.clip_impl.prompt_syntax import parse_prompt
+    from clip_suite.clip_impl.text.chunking import chunk_prompt
+    from clip_suite.clip_impl.text.syntax import parse_prompt
 
     chunk_prompt("warm up (the tokenizer) [a:1.2]", syntax="a1111")
     sizes = [n for n in (10_000, 100_000, 1_000_000, 10_000_000) if n <= args.max]

@@ -80,7 +80,7 @@ def plain_loop(model_dir: Path, paths: list[str], batch: int) -> list[float]:
     from PIL import Image
     from transformers import CLIPModel
 
-    from clip_suite.clip_impl.preprocess import image_to_tensor, preprocess_images
+    from clip_suite.clip_impl.images.preprocess import image_to_tensor, preprocess_images
     from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 
     model = CLIPModel.from_pretrained(model_dir).eval()

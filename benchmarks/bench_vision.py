@@ -23,8 +23,8 @@ import torch
 def build_models():
     from transformers import CLIPConfig, CLIPModel
 
-    from clip_suite.clip_impl.vision_loading import VisionSource, to_vision_state_dict
-    from clip_suite.clip_impl.vision_tower import VIT_L_14, VisionTower
+    from clip_suite.clip_impl.weights.vision import VisionSource, to_vision_state_dict
+    from clip_suite.clip_impl.towers.vision import VIT_L_14, VisionTower
 
     torch.manual_seed(0)
     vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -54,7 +54,7 @@ def main() -> None:
     batch = args.batch or (2 if args.quick else 8)
     reps = args.reps or (2 if args.quick else 5)
 
-    from clip_suite.clip_impl.preprocess import preprocess_images
+    from clip_suite.clip_impl.images.preprocess import preprocess_images
 
     t0 = time.perf_counter()
     ours, theirs = build_models()

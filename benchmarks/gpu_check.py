@@ -167,8 +167,8 @@ def scoring_rows(device: torch.device, smoke: bool, runs: int) -> list[tuple]:
     from safetensors.torch import save_file
     from transformers import CLIPConfig, CLIPModel
 
-    from clip_suite.clip_impl.loading import load_clip
-    from clip_suite.clip_impl.similarity import score_images
+    from clip_suite.clip_impl.weights.loading import load_clip
+    from clip_suite.clip_impl.scoring.similarity import score_images
 
     if smoke:
         text = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=256)

@@ -3,7 +3,7 @@
     python -m clip_suite classify --model FILE [--model-2 FILE] (--labels "a,b,c" | --labels-file F)
         [--template T] [--top K] --out labels.csv IMAGE_OR_DIR...
 
-Each image gets the most probable of the labels (``clip_impl.zero_shot``: softmax over the labels of the
+Each image gets the most probable of the labels (``clip_impl.scoring.zero_shot``: softmax over the labels of the
 model's ``exp(logit_scale)`` x cosine, 100 x cosine for a text encoder + clip_vision pair; several
 templates separated by ``|`` are ensembled). CSV columns: path (as given or found), label, probability
 (6 decimals), top_k (``label:prob;label:prob...``, best first), error (empty on success). An unreadable
@@ -20,8 +20,9 @@ import sys
 
 import torch
 
-from ..clip_impl.image_batches import embed_image_files
-from ..clip_impl.zero_shot import DEFAULT_TEMPLATE, classify_embeddings, label_embeddings, parse_labels, parse_templates
+from ..clip_impl.scoring import (
+    DEFAULT_TEMPLATE, classify_embeddings, embed_image_files, label_embeddings, parse_labels, parse_templates,
+)
 from .csv_out import csv_output
 from .embed_images import add_model_options, check_out, load_model
 from .images import Progress, collect_images
@@ -92,7 +93,7 @@ def run(args) -> int:
 
 
 def _summary(counts, total: int, labels: list[str], model, notes: list[str], args) -> None:
-    from ..clip_impl.similarity import logit_factor
+    from ..clip_impl.scoring import logit_factor
 
     stream = sys.stderr if args.out == "-" else sys.stdout
     done = sum(counts.values())

@@ -1,5 +1,5 @@
 """What ``classify``, ``search`` and ``duplicates`` share: model options and loading, and the image
-embeddings of folders kept in an index (``clip_impl.search_index``).
+embeddings of folders kept in an index (``clip_impl.scoring.search_index``).
 
 Index files: ``--index FILE`` keeps every image of the run in FILE. Without it, each folder given has
 its own default index under the user cache directory (never inside the image folder), and image files
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..clip_impl.search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
+from ..clip_impl.scoring import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .images import Progress, collect_images
 from .options import add_device_options, positive, resolve_device
 
@@ -67,8 +67,8 @@ def non_negative(value: str) -> float:
 
 def load_model(args):
     """(model, name) for ``--model``/``--model-2``: a CLIP that can embed images; ValueError otherwise."""
-    from ..clip_impl.loading import load_clip
-    from ..clip_impl.similarity import scoring_towers
+    from ..clip_impl.weights import load_clip
+    from ..clip_impl.scoring import scoring_towers
 
     if args.model_2 and not os.path.exists(args.model_2):
         raise ValueError(f"--model-2 {args.model_2} does not exist")
@@ -183,7 +183,7 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
 
 def scoring_dim(model) -> int:
     """The size P of the model's image and text embeddings."""
-    from ..clip_impl.similarity import scoring_towers
+    from ..clip_impl.scoring import scoring_towers
 
     return scoring_towers(model)[1].config.projection_dim
 

@@ -12,9 +12,8 @@ import json
 import sys
 
 from ..clip_impl.clip_skip import APPLIES_TO
-from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodeSettings
-from ..clip_impl.loading import ARCHITECTURES
-from ..clip_impl.tower_build import PRECISIONS
+from ..clip_impl.text import EMPTY_PROMPT_MODES, POOLED_MODES, EncodeSettings
+from ..clip_impl.weights import ARCHITECTURES, PRECISIONS
 from .options import add_chunk_options, add_schedule_options, load_embeddings, read_prompt, schedule_lines
 
 
@@ -39,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from safetensors.torch import save_file
 
-    from ..clip_impl.encode import encode_prompt
-    from ..clip_impl.loading import load_clip
+    from ..clip_impl.text import encode_prompt
+    from ..clip_impl.weights import load_clip
 
     if args.prompt == "-" and args.prompt_l == "-":
         raise ValueError("--prompt - and --prompt-l -: standard input can give only one of them")

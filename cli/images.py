@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 
-from ..clip_impl.preprocess import IMAGE_SUFFIXES
+from ..clip_impl.images import IMAGE_SUFFIXES
 
 
 def collect_images(paths: list[str]) -> list[str]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK
-from ..clip_impl.prompt import WEIGHTINGS
-from ..clip_impl.tower_build import PRECISIONS
+from ..clip_impl.text import CHUNKINGS, MAX_COMMA_BACKTRACK, WEIGHTINGS
+from ..clip_impl.weights import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,7 +47,7 @@ def steps(value: str) -> int:
 
 def add_schedule_options(p: argparse.ArgumentParser) -> None:
     """``--steps`` and ``--scheduler``: resolve A1111 prompt editing/alternation for a sampler run."""
-    from ..clip_impl.sigma_schedule import SCHEDULERS
+    from ..clip_impl.a1111 import SCHEDULERS
 
     p.add_argument("--steps", type=steps, default=0, metavar="N",
                    help="A1111 [a:b:when]/[a|b] schedules for N sampler steps (0 = not resolved)")
@@ -89,7 +88,7 @@ def load_embeddings(folder: str | None):
     """An EmbeddingLibrary over ``folder`` (None when no folder was given)."""
     if not folder:
         return None
-    from ..clip_impl.embeddings import EmbeddingLibrary
+    from ..clip_impl.text import EmbeddingLibrary
 
     return EmbeddingLibrary([folder])
 

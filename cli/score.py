@@ -18,7 +18,7 @@ leading ', characters the output cannot encode are written as backslash escapes,
 8,192 characters (the rest is cut, and the cell says so). ``--prompt -`` reads the prompt from standard
 input. An image that cannot be read, or has no prompt in its metadata, gets a row with the reason and the
 run goes on (exit code 0); bad arguments or a model that cannot score end the run with exit code 2. Images
-are decoded and resized in worker processes while the model runs (``clip_impl/image_loader.py``). A progress bar
+are decoded and resized in worker processes while the model runs (``clip_impl/images/loader.py``). A progress bar
 goes to stderr when it is a terminal; a summary line (count, mean, min, max) ends the run.
 """
 
@@ -32,15 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..clip_impl.letterbox import FITS
-from ..clip_impl.prompt import WEIGHTINGS, weighting_syntax
-from ..clip_impl.similarity import (
+from ..clip_impl.images import FITS, ImageLoader, default_workers
+from ..clip_impl.text import WEIGHTINGS, weighting_syntax
+from ..clip_impl.scoring import (
     SCALES, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
     text_embedding,
 )
 from .copy_images import check_target, copy_files
 from .csv_out import csv_output
-from ..clip_impl.image_loader import ImageLoader, default_workers
 from .images import Progress, collect_images
 from .options import add_device_options, positive, read_prompt, resolve_device
 
@@ -89,7 +88,7 @@ def metadata_prompt(img) -> tuple[str, str, str, str]:
     """(prompt text, its weighting syntax, "", note) from an open image's metadata (note: e.g. the prompt was
     cut), or ("", "", reason, ""). Runs in the image loader's worker processes (module level, so they can
     import it)."""
-    from ..clip_impl.image_metadata import prompt_from_image
+    from ..clip_impl.images import prompt_from_image
 
     try:
         found = prompt_from_image(img)
@@ -148,7 +147,7 @@ def run(args) -> int:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
     head = None
     if args.aesthetic:
-        from ..clip_impl.aesthetic import load_head
+        from ..clip_impl.scoring import load_head
 
         head = load_head(args.aesthetic)
     workers = default_workers(len(paths)) if args.workers is None else args.workers
@@ -182,7 +181,7 @@ def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, s
         if has_prompt:
             scoring_towers(model)  # refuse a model that cannot score before any image is read
         if head is not None:
-            from ..clip_impl.aesthetic import check_fits
+            from ..clip_impl.scoring import check_fits
 
             check_fits(head, model.vision, os.path.basename(os.path.normpath(args.model)))
         name = "+".join(os.path.basename(os.path.normpath(f)) for f in [args.model, args.model_2] if f)
@@ -203,8 +202,8 @@ def cpu_has_bf16() -> bool:
 def _load_model(args):
     """The model; ``--precision bf16`` keeps the text tower fp32 and runs only the vision tower in bf16
     (the text embedding is computed once per prompt, the images are where the time goes)."""
-    from ..clip_impl.loading import load_clip
-    from ..clip_impl.vision_loading import vision_in_dtype
+    from ..clip_impl.weights import load_clip
+    from ..clip_impl.weights import vision_in_dtype
 
     device = resolve_device(args.device)
     files = [args.model] + ([args.model_2] if args.model_2 else [])

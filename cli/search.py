@@ -16,8 +16,7 @@ import sys
 
 import torch
 
-from ..clip_impl.image_batches import read_pixels
-from ..clip_impl.similarity import pixel_embeddings, prepare_prompt, scoring_towers, text_embedding
+from ..clip_impl.scoring import pixel_embeddings, prepare_prompt, read_pixels, scoring_towers, text_embedding
 from .csv_out import csv_output
 from .embed_images import (
     add_index_options, add_model_options, check_out, embed_folders, load_model, one_thread, report_failed,

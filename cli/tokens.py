@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..clip_impl.chunking import describe_chunks
-from ..clip_impl.prompt import prompt_chunks
-from ..clip_impl.prompt_plan import plan_prompt, plan_report
-from ..clip_impl.sigma_schedule import step_percents
+from ..clip_impl.text import describe_chunks, prompt_chunks
+from ..clip_impl.a1111 import plan_prompt, plan_report, step_percents
 from .options import add_chunk_options, add_schedule_options, load_embeddings, read_prompt, schedule_lines
 
 

@@ -2,18 +2,17 @@
 
 The prompts come out exactly as A1111 stored them (schedules, AND and extra-network tags kept, so our
 encoders resolve them); clip_skip is translated by ``clip_skip.from_a1111``/``from_forge`` for the
-chosen family; ``Emphasis`` picks the weighting. The parsing lives in ``clip_impl/infotext.py``.
+chosen family; ``Emphasis`` picks the weighting. The parsing lives in ``clip_impl/a1111/infotext.py``.
 """
 
 from __future__ import annotations
 
 import os
 
-from ..clip_impl.chunking import CHUNKINGS
+from ..clip_impl.text import CHUNKINGS, WEIGHTINGS
 from ..clip_impl.clip_skip import APPLIES_TO
-from ..clip_impl.image_metadata import a1111_parameters
-from ..clip_impl.infotext import INFOTEXT_FAMILIES, parse_infotext, translate
-from ..clip_impl.prompt import WEIGHTINGS
+from ..clip_impl.images import a1111_parameters
+from ..clip_impl.a1111 import INFOTEXT_FAMILIES, parse_infotext, translate
 from . import common, host
 
 NO_IMAGE = "none"

@@ -1,7 +1,7 @@
 """``ClipSuiteAestheticScore``: LAION aesthetic scores of an IMAGE batch (no prompt). Head files, their loading
 and scoring on the host live in ``aesthetic_heads.py``, which Keep Best shares when it ranks by a head.
 
-The head (``clip_impl.aesthetic``: v1 linear or v2 MLP) reads the L2-normalised image embedding of the
+The head (``clip_impl.scoring.aesthetic``: v1 linear or v2 MLP) reads the L2-normalised image embedding of the
 CLIP on the ``clip`` input; its width must match (ViT-L/14 for v2). Head files come from the ``aesthetic``
 model folder (``host.aesthetic_heads``); a loaded head is kept until its file changes.
 """

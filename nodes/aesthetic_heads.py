@@ -8,7 +8,7 @@ import math
 import os
 import threading
 
-from ..clip_impl.aesthetic import AestheticHead, AestheticResult, aesthetic_scores, load_head
+from ..clip_impl.scoring import AestheticHead, AestheticResult, aesthetic_scores, load_head
 from . import host
 
 NO_HEAD = "none"

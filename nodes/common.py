@@ -5,10 +5,9 @@ No host imports here: this is plain data and formatting, tested without ComfyUI.
 
 from __future__ import annotations
 
-from ..clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK
+from ..clip_impl.text import CHUNKINGS, EMPTY_PROMPT_MODES, MAX_COMMA_BACKTRACK, POOLED_MODES, WEIGHTINGS, EncodedText
 from ..clip_impl.clip_skip import APPLIES_TO, FAMILIES, TOWER_LABELS, from_set_last_layer
-from ..clip_impl.encode import EMPTY_PROMPT_MODES, POOLED_MODES, WEIGHTINGS, EncodedText
-from ..clip_impl.sigma_schedule import SCHEDULERS
+from ..clip_impl.a1111 import SCHEDULERS
 
 CATEGORY = "CLIP Suite"
 CLIP_TYPES = "CLIP_SUITE,CLIP"  # ComfyUI accepts either type on a comma-separated input

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..clip_impl.lora import reshare
-from ..clip_impl.loading import load_clip
+from ..clip_impl.weights import load_clip, reshare
 from ..clip_impl.model import ClipModel
 from .hosting import native_text, tokens_route
 from .hosting.folders import DeviceCache, FolderHost, check_device_choice

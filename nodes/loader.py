@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..clip_impl.loading import ARCHITECTURES, PRECISIONS
+from ..clip_impl.weights import ARCHITECTURES, PRECISIONS
 from . import host
 from .common import CATEGORY
 

@@ -1,4 +1,4 @@
-"""``ClipSuiteLoraLoader``: apply a LoRA's text-encoder part to CLIP Suite's towers (``clip_impl/lora.py``).
+"""``ClipSuiteLoraLoader``: apply a LoRA's text-encoder part to CLIP Suite's towers (``clip_impl/weights/lora.py``).
 
 For ComfyUI's own CLIP, ComfyUI's ``LoraLoader`` does the job: connect its CLIP output to our encoders,
 which read the patched weights (``host.ComfyHost.from_native``). This node is for our loader's output.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..clip_impl.lora import apply_loras, read_lora
+from ..clip_impl.weights import apply_loras, read_lora
 from . import common, host
 
 LORA_FOLDER = "loras"

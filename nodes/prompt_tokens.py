@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..clip_impl.chunking import describe_chunks
-from ..clip_impl.prompt import WEIGHTINGS, prompt_chunks
+from ..clip_impl.text import WEIGHTINGS, describe_chunks, prompt_chunks
 from ..clip_impl.tokenizer import get_tokenizer
 from . import common, host
 

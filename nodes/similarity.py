@@ -1,8 +1,8 @@
 """``ClipSuiteImageTextSimilarity`` and ``ClipSuiteSelectBest``: CLIP scores of an IMAGE batch against a prompt.
 
-Both nodes score every image of the batch with ``clip_impl.similarity.score_images`` (DESIGN 7) on a CLIP
+Both nodes score every image of the batch with ``clip_impl.scoring.similarity.score_images`` (DESIGN 7) on a CLIP
 that has a vision tower; the host loads the vision tower and the text tower paired with it first. Text
-embeddings are cached per prompt by ``clip_impl.similarity``. The per-image scores are shown on the node
+embeddings are cached per prompt by ``clip_impl.scoring.similarity``. The per-image scores are shown on the node
 (``ui["scores"]``: a flat list of floats, read by the web extension) and returned as a list output
 (``OUTPUT_IS_LIST``), one FLOAT per image.
 """
@@ -13,8 +13,7 @@ import math
 
 import torch
 
-from ..clip_impl.aesthetic import AestheticResult
-from ..clip_impl.similarity import SCALES, SimilarityResult, score_images, scoring_towers
+from ..clip_impl.scoring import SCALES, AestheticResult, SimilarityResult, score_images, scoring_towers
 from . import common, host
 from .aesthetic_heads import NO_HEAD, head_choices, run_aesthetic
 

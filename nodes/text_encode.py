@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..clip_impl.clip_skip import FAMILIES, layer_table
-from ..clip_impl.encode import EncodeSettings, encode_prompt
-from ..clip_impl.prompt_plan import and_note, plan_prompt
-from ..clip_impl.sigma_schedule import step_percents
+from ..clip_impl.text import EncodeSettings, encode_prompt
+from ..clip_impl.a1111 import and_note, plan_prompt, step_percents
 from . import common, host
 
 _CONDITIONING_TOOLTIP = "Conditioning for KSampler's positive or negative input (as CLIPTextEncode's)."

@@ -1,6 +1,6 @@
 """``ClipSuiteZeroShot``: label every image of a batch with one of the user's categories (CLIP zero-shot).
 
-The maths is ``clip_impl.zero_shot`` (templates ensembled as in the CLIP paper; softmax of the model's
+The maths is ``clip_impl.scoring.zero_shot`` (templates ensembled as in the CLIP paper; softmax of the model's
 ``exp(logit_scale)`` x cosine, 100 x cosine for a text encoder + clip_vision pair). The host loads the
 vision tower and its text tower first, as for the similarity node. Outputs are lists (``OUTPUT_IS_LIST``),
 one value per image in batch order; the report (every image's top 3 labels) is shown on the node.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..clip_impl.similarity import scoring_towers
-from ..clip_impl.zero_shot import DEFAULT_TEMPLATE, classify_images, parse_labels, parse_templates
+from ..clip_impl.scoring import DEFAULT_TEMPLATE, classify_images, parse_labels, parse_templates, scoring_towers
 from . import common, host
 from .similarity import IMAGES_TOOLTIP, SCORING_CLIP_TOOLTIP, scoring_clip
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny_models as tm  # noqa: E402
+from helpers import tiny_models as tm  # tests/ is on sys.path: pytest puts a rootless conftest's folder there
 
 
 @pytest.fixture(scope="session")

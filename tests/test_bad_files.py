@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import tiny_models as tm
+from helpers import tiny_models as tm
 from clip_suite.cli import main
-from clip_suite.clip_impl.weight_files import ModelFileError
+from clip_suite.clip_impl.weights.files import ModelFileError
 from clip_suite.nodes.loader import ClipSuiteLoader
-from vision_fixtures import vh_model  # noqa: F401  (fixture)
-from shared_helpers import pinned_host
+from helpers.vision_fixtures import vh_model  # noqa: F401  (fixture)
+from helpers.shared_helpers import pinned_host
 
 
 class _Evil:

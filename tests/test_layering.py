@@ -89,9 +89,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_graph_sees_the_package():
     graph, _ = import_graph()
-    assert "clip_impl.loading" in graph and "cli.score" in graph and "nodes.host" in graph
-    assert "clip_impl.tower_build" in graph["clip_impl.loading"]  # relative imports are resolved
-    assert "clip_impl.prompt" in graph["cli.tokens"]  # ``from ..clip_impl.prompt import`` too
+    assert "clip_impl.weights.loading" in graph and "cli.score" in graph and "nodes.host" in graph
+    assert "clip_impl.weights.assembly" in graph["clip_impl.weights.loading"]  # relative imports are resolved
+    assert "clip_impl.text" in graph["cli.tokens"]  # ``from ..clip_impl.text import`` too
 
 
 def test_no_import_cycles():
@@ -149,14 +149,82 @@ def test_clip_impl_has_no_command_line_code():
     assert not bad, bad
 
 
-def test_every_package_is_installed():
-    """pyproject's package list names every package folder, so a (non-editable) install ships all of them."""
-    import pytest
+# ------------------------------------------------------------------------------ the library's rooms
+# Feature sub-packages of clip_impl, lowest first; a sub-package imports only the core and the ones before it
+# (a1111 and images sit side by side: neither imports the other).
+SUBPACKAGE_LEVELS = {"towers": 0, "weights": 1, "text": 2, "a1111": 3, "images": 3, "scoring": 4}
+MAX_CORE_MODULES = 8
+MAX_MODULE_LINES = 400
 
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"clip_suite"} | {
-        "clip_suite." + ".".join(p.parent.relative_to(ROOT).parts)
-        for package in PACKAGES for p in (ROOT / package).rglob("__init__.py")
-    }
-    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+def _room(module: str) -> str | None:
+    """The clip_impl sub-package a module belongs to, "" for the flat core, None outside clip_impl."""
+    parts = module.split(".")
+    if parts[0] != "clip_impl":
+        return None
+    if len(parts) >= 2 and (ROOT / "clip_impl" / parts[1]).is_dir():
+        return parts[1]
+    return ""
+
+
+def test_every_subpackage_has_a_level():
+    found = {p.parent.name for p in (ROOT / "clip_impl").glob("*/__init__.py")}
+    assert found == set(SUBPACKAGE_LEVELS), f"give each sub-package a level here: {sorted(found ^ set(SUBPACKAGE_LEVELS))}"
+
+
+def test_subpackages_import_only_downward():
+    graph, _ = import_graph()
+    bad = []
+    for module, deps in graph.items():
+        room = _room(module)
+        if room is None or module == "clip_impl":  # the public face may name every room
+            continue
+        for dep in deps:
+            dep_room = _room(dep)
+            if dep_room is None or dep_room == room or dep_room == "":
+                continue
+            if room == "" or SUBPACKAGE_LEVELS[dep_room] >= SUBPACKAGE_LEVELS[room]:
+                bad.append(f"{module} ({room or 'core'}) -> {dep} ({dep_room})")
+    assert not bad, "imports that go up or sideways: " + "; ".join(sorted(bad))
+
+
+def test_core_is_small():
+    core = sorted(p.name for p in (ROOT / "clip_impl").glob("*.py"))
+    assert len(core) <= MAX_CORE_MODULES, f"clip_impl/ has {len(core)} flat modules {core}: move features to a sub-package"
+
+
+def test_nodes_and_cli_import_faces_only():
+    """nodes/ and cli/ import ``clip_impl``, a core module or a sub-package's face, never a module inside a
+    sub-package, so a room can rearrange its modules without touching its callers."""
+    graph, _ = import_graph()
+    bad = sorted(
+        f"{m} -> {d}" for m, deps in graph.items() if m.split(".")[0] in ("nodes", "cli") for d in deps
+        if _room(d) and d.count(".") >= 2
+    )
+    assert not bad, bad
+
+
+def test_public_face_binds_every_name():
+    import clip_suite.clip_impl as face
+
+    assert len(face.__all__) >= 8
+    missing = [name for name in face.__all__ if not hasattr(face, name)]
+    assert not missing, missing
+    for room in SUBPACKAGE_LEVELS:
+        package = __import__(f"clip_suite.clip_impl.{room}", fromlist=["__all__"])
+        assert package.__all__, f"clip_impl/{room}/__init__.py declares no __all__"
+        missing = [name for name in package.__all__ if not hasattr(package, name)]
+        assert not missing, f"clip_impl.{room}.__all__ names unbound {missing}"
+
+
+def test_modules_stay_small():
+    long = []
+    for name, path in _modules().items():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+    assert not long, long
+
+
+def test_ships_py_typed():
+    assert (ROOT / "py.typed").is_file() and (ROOT / "clip_impl" / "py.typed").is_file()

@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import tiny_models as tm
+from helpers import tiny_models as tm
 from clip_suite.cli import main
-from clip_suite.clip_impl import encode as encode_module
-from clip_suite.clip_impl.chunking import describe_chunks
-from clip_suite.clip_impl.embeddings import EmbeddingLibrary
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.prompt import WEIGHTING_SYNTAX, WEIGHTINGS, prompt_chunks, weighting_syntax
+from clip_suite.clip_impl.text import encode as encode_module
+from clip_suite.clip_impl.text.chunking import describe_chunks
+from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.text.pipeline import WEIGHTING_SYNTAX, WEIGHTINGS, prompt_chunks, weighting_syntax
 from clip_suite.nodes.prompt_tokens import token_report
 from clip_suite.nodes.hosting.tokens_route import parse_request, tokens_report
 

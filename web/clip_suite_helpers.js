@@ -6,6 +6,20 @@
 /** Prompt tokens per 77-token chunk (BOS and EOS take the other two). */
 export const CHUNK_BODY = 75;
 
+/** Every node id of the pack (nodes/__init__.py's NODE_CLASS_MAPPINGS; a test keeps the two equal). */
+export const NODE_IDS = [
+  "ClipSuiteLoader",
+  "ClipSuiteLoraLoader",
+  "ClipSuiteTextEncode",
+  "ClipSuiteTextEncodeSDXL",
+  "ClipSuitePromptTokens",
+  "ClipSuiteImageTextSimilarity",
+  "ClipSuiteSelectBest",
+  "ClipSuiteAestheticScore",
+  "ClipSuiteZeroShot",
+  "ClipSuiteA1111Parameters",
+];
+
 /** The prompt widgets of each of our nodes that get a live token counter. */
 export const PROMPT_WIDGETS = {
   ClipSuiteTextEncode: ["text"],

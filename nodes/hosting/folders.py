@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ...clip_impl.cache import CHUNK_CACHE, ByteLRUCache
-from ...clip_impl.embeddings import EmbeddingLibrary
+from ...clip_impl.text import EmbeddingLibrary
 from ...clip_impl.folders import walk_once
 from ...clip_impl.model import ClipModel
 from .interface import DEVICES, DIFFUSERS_FOLDER, MODEL_FOLDERS, READABLE_SUFFIXES, HostedClip

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ...clip_impl.embeddings import EmbeddingLibrary
+from ...clip_impl.text import EmbeddingLibrary
 from ...clip_impl.model import ClipModel
 
 MODEL_FOLDERS = ("checkpoints", "text_encoders", "clip_vision")

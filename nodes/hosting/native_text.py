@@ -5,8 +5,8 @@ A native ``CLIP`` keeps its text encoders in ``clip.cond_stage_model``, one chil
 uses transformers' names (``text_model.encoder.layers.N.self_attn.q_proj``, ``layer_norm1``, ``mlp.fc1``,
 ``final_layer_norm``, ``text_projection``; ``comfy/clip_model.py``).
 
-:class:`NativeTower` is a :class:`~clip_suite.clip_impl.text_tower.TextTower` whose leaves are
-:class:`~clip_suite.clip_impl.transformer.Borrowed`: at each use it fetches the weights of ComfyUI's
+:class:`NativeTower` is a :class:`~clip_suite.clip_impl.towers.text.TextTower` whose leaves are
+:class:`~clip_suite.clip_impl.towers.transformer.Borrowed`: at each use it fetches the weights of ComfyUI's
 layer, cast to the compute dtype on the compute device, through a ``fetch(module, dtype, device)``
 function. Inside ComfyUI the host passes ``comfy.ops.cast_bias_weight``, so whatever ComfyUI has done to
 the weights is what we compute with: LoRA/LoHa/LoKr/DoRA and hook patches written into them when the
@@ -34,10 +34,10 @@ import torch
 
 from ...clip_impl.cache import forget
 from ...clip_impl.clip_skip import FAMILIES
-from ...clip_impl.formats import find_text_towers
+from ...clip_impl.weights import find_text_towers
 from ...clip_impl.model import ClipModel
-from ...clip_impl.text_tower import TextTower
-from ...clip_impl.transformer import Borrowed
+from ...clip_impl.towers import TextTower
+from ...clip_impl.towers import Borrowed
 
 TOWER_CHILDREN = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
 _FAMILY_BY_ROLES = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ...clip_impl.folders import walk_once
-from ...clip_impl.loading import load_clip
+from ...clip_impl.weights import load_clip
 from .folders import FolderHost, check_device_choice
 from .interface import HostedClip
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import logging
 
-from ...clip_impl.chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
-from ...clip_impl.prompt import WEIGHTINGS, prompt_chunks
-from ...clip_impl.prompt_plan import plan_prompt, plan_report
-from ...clip_impl.sigma_schedule import SCHEDULERS
+from ...clip_impl.text import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
+from ...clip_impl.text import WEIGHTINGS, prompt_chunks
+from ...clip_impl.a1111 import plan_prompt, plan_report
+from ...clip_impl.a1111 import SCHEDULERS
 
 log = logging.getLogger(__name__)
 

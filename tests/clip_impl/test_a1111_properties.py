@@ -9,8 +9,8 @@ BREAK or at a comma no more than ``comma_backtrack`` tokens before the edge.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clip_suite.clip_impl.chunking import chunk_prompt, pack_a1111, tokenize_segments
-from clip_suite.clip_impl.prompt_syntax import parse_a1111
+from clip_suite.clip_impl.text.chunking import chunk_prompt, pack_a1111, tokenize_segments
+from clip_suite.clip_impl.text.syntax import parse_a1111
 from clip_suite.clip_impl.tokenizer import BOS_ID, COMMA_ID, EOS_ID, get_tokenizer
 
 PIECES = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 
 A, B, COMMA = 320, 321, 267  # "a", "b", ","

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import tiny_models as tm
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.lora import apply_loras, read_lora
-from clip_suite.clip_impl.pending_copies import PendingCopies
-from clip_suite.clip_impl.weight_files import ModelFileError
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers import tiny_models as tm
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.weights import apply_loras, read_lora
+from clip_suite.clip_impl.towers.pending_copies import PendingCopies
+from clip_suite.clip_impl.weights.files import ModelFileError
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 BLOCK_MATRICES = ("self_attn.in_proj.weight", "self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
 PROMPT = "a photo of a (cat:1.2) on a [red] sofa, " * 3
@@ -220,7 +220,7 @@ def test_encodes_racing_the_background_copies_agree(model_dir, tmp_path):
 def test_a_process_that_exits_during_the_copies_exits_cleanly(model_dir, tmp_path):
     """The background copies stop at interpreter exit between tensors (a torch op cut off there aborts)."""
     path = fresh_copy(model_dir / "sdxl.safetensors", tmp_path)
-    code = f"from clip_suite.clip_impl.loading import load_clip\nload_clip({str(path)!r})\nprint('loaded')\n"
+    code = f"from clip_suite.clip_impl.weights.loading import load_clip\nload_clip({str(path)!r})\nprint('loaded')\n"
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
-from clip_suite.clip_impl.embeddings import EmbeddingLibrary
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.weight_files import ModelFileError
-from recipe_reference import tower_reference
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.weights.files import ModelFileError
+from helpers.recipe_reference import tower_reference
 
 L_W, G_W = 128, 192
 

@@ -4,20 +4,18 @@ import pytest
 import torch
 
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.chunking import chunk_prompt
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from recipe_reference import project, tower_reference
+from clip_suite.clip_impl.text.chunking import chunk_prompt
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from helpers import compare
+from helpers.recipe_reference import project, tower_reference
 
 LONG = ", ".join(["a very (detailed:1.3) painting of a [cat] in a garden"] * 8) + ", (blurry:0.8)"
 PROMPTS = ["a photo of a cat", LONG, "first part BREAK second (part:1.2)", ""]
 
 
 def assert_close(ours, ref, what):
-    scale = ref.abs().max().item() or 1.0
-    diff = (ours - ref).abs().max().item()
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
-    assert diff <= 1e-5 * max(scale, 1.0), f"{what}: max diff {diff:.3g} (ref max {scale:.3g})"
+    compare.assert_close(ours, ref, what, rel=1e-5, floor=1.0)
 
 
 def reference(models, family, text, settings, text_l=None):

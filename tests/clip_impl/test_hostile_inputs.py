@@ -19,13 +19,13 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from safetensors.torch import save_file
 
-from bounded import HAS_PROC, describe, run_bounded
-from clip_suite.clip_impl import preprocess
+from helpers.bounded import HAS_PROC, describe, run_bounded
+from clip_suite.clip_impl.images import preprocess
 from clip_suite.clip_impl.folders import walk_once
-from clip_suite.clip_impl.image_metadata import MAX_PROMPT_CHARS, prompt_from_graph, prompt_from_image
-from clip_suite.clip_impl.lora import read_lora
-from clip_suite.clip_impl.prompt_syntax import parse_a1111
-from clip_suite.clip_impl.weight_files import ModelFileError
+from clip_suite.clip_impl.images.metadata import MAX_PROMPT_CHARS, prompt_from_graph, prompt_from_image
+from clip_suite.clip_impl.weights import read_lora
+from clip_suite.clip_impl.text.syntax import parse_a1111
+from clip_suite.clip_impl.weights.files import ModelFileError
 
 pytestmark = pytest.mark.skipif(not HAS_PROC, reason="the time/RSS bounds read /proc (Linux)")
 
@@ -71,7 +71,7 @@ def test_string_graphs_that_double_or_feed_themselves_resolve_once_and_are_cappe
     code = """
         import json, sys
         from PIL import Image
-        from clip_suite.clip_impl.image_metadata import prompt_from_image
+        from clip_suite.clip_impl.images.metadata import prompt_from_image
         out = []
         for p in sys.argv[1:]:
             with Image.open(p) as img:
@@ -99,7 +99,7 @@ def test_a_graph_of_20000_nodes_between_sampler_and_encoder_is_walked_once(tmp_p
     code = """
         import sys
         from PIL import Image
-        from clip_suite.clip_impl.image_metadata import prompt_from_image
+        from clip_suite.clip_impl.images.metadata import prompt_from_image
         with Image.open(sys.argv[1]) as img:
             print(prompt_from_image(img).text)
     """
@@ -120,7 +120,7 @@ def test_a1111_parser_is_linear_in_nesting():
     # 40,000 nested "(a:" took minutes (each closing multiplied every run since its opening).
     code = """
         import sys
-        from clip_suite.clip_impl.prompt_syntax import parse_a1111
+        from clip_suite.clip_impl.text.syntax import parse_a1111
         for text in ("(a:" * 40000, "(a " * 40000 + ")" * 40000, "[a " * 40000, "(a [b " * 20000):
             segs = parse_a1111(text)
             assert segs and "".join(s.text for s in segs).replace(" ", "").replace(":", "").strip("ab") == ""
@@ -133,7 +133,7 @@ def test_a1111_parser_is_linear_in_nesting():
 def _a1111_reference(text):
     """The quadratic rule, run for run: every closing bracket multiplies each run since its opening (the
     parser before issue 15, kept here as the reference)."""
-    from clip_suite.clip_impl.prompt_syntax import _A1111_TOKEN, _BREAK_SPLIT, _parse_weight
+    from clip_suite.clip_impl.text.syntax import _A1111_TOKEN, _BREAK_SPLIT, _parse_weight
 
     runs, round_open, square_open, pos = [], [], [], 0
 
@@ -208,7 +208,7 @@ def test_a1111_weights_equal_the_run_by_run_rule():
 # ------------------------------------------------------------------------------------------------ 5
 def test_comfy_packing_of_one_huge_group_is_linear():
     code = """
-        from clip_suite.clip_impl.chunking import PromptToken, pack_comfy
+        from clip_suite.clip_impl.text.chunking import PromptToken, pack_comfy
         group = [PromptToken(320)] * 1_500_000
         chunks = pack_comfy([group])
         assert len(chunks) == 20_000 and all(len(c.body) == 75 for c in chunks)
@@ -236,8 +236,8 @@ def test_symlink_loops_are_walked_once(tmp_path):
     assert sorted(seen) == sorted({str((root / p).resolve()) for p in ("", "sub", "sub/deep")})
     code = """
         import sys
-        from clip_suite.clip_impl.embeddings import EmbeddingLibrary, folder_state
-        from clip_suite.clip_impl.prompt import prompt_chunks
+        from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary, folder_state
+        from clip_suite.clip_impl.text.pipeline import prompt_chunks
         lib = EmbeddingLibrary([sys.argv[1]])
         files = [f for _, fs in folder_state([sys.argv[1]]) for f in fs]
         assert len(files) == 1, files
@@ -259,7 +259,7 @@ def test_wide_strips_are_refused_or_cropped_first_in_bounded_memory(tmp_path):
     Image.new("RGB", (3000, 60), (10, 200, 10)).save(tmp_path / "wide50.png")  # 50:1 is scored
     code = """
         import sys
-        from clip_suite.clip_impl.preprocess import load_image_file, preprocess_images
+        from clip_suite.clip_impl.images.preprocess import load_image_file, preprocess_images
         for name in ("strip", "tall"):
             try:
                 preprocess_images(load_image_file(sys.argv[1] + f"/{name}.png"), 224)
@@ -310,7 +310,7 @@ def test_images_near_pillows_limit_are_refused_or_reduced_in_bounded_memory(tmp_
     code = """
         import sys, warnings
         warnings.simplefilter("error")  # a raw DecompressionBombWarning would fail here
-        from clip_suite.clip_impl.preprocess import load_image_file, preprocess_images
+        from clip_suite.clip_impl.images.preprocess import load_image_file, preprocess_images
         d = sys.argv[1]
         try:
             load_image_file(d + "/bomb.png")
@@ -336,7 +336,7 @@ def test_decompression_bomb_warning_becomes_a_note(tmp_path):
         import sys
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = 1000  # 1,600 pixels: over the warning limit, under the error limit
-        from clip_suite.clip_impl.preprocess import load_image_file
+        from clip_suite.clip_impl.images.preprocess import load_image_file
         notes = []
         load_image_file(sys.argv[1], notes)
         assert any("DecompressionBomb" in n or "decompression bomb" in n for n in notes), notes
@@ -353,7 +353,7 @@ def test_huge_parameters_text_is_capped_before_parsing(tmp_path):
     code = """
         import sys
         from PIL import Image
-        from clip_suite.clip_impl.image_metadata import prompt_from_image
+        from clip_suite.clip_impl.images.metadata import prompt_from_image
         with Image.open(sys.argv[1]) as img:
             img.load()
             found = prompt_from_image(img)
@@ -392,8 +392,8 @@ def test_hostile_embedding_files_are_warnings_naming_the_file(tmp_path):
     cases = _hostile_embeddings(d)
     code = """
         import json, sys
-        from clip_suite.clip_impl.embeddings import EmbeddingLibrary
-        from clip_suite.clip_impl.prompt import prompt_chunks
+        from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
+        from clip_suite.clip_impl.text.pipeline import prompt_chunks
         lib = EmbeddingLibrary([sys.argv[1]])
         out = {}
         for name in json.loads(sys.argv[2]):
@@ -423,8 +423,8 @@ def test_embedding_loads_outside_a_library_name_the_file(tmp_path):
     code = """
         import sys
         from pathlib import Path
-        from clip_suite.clip_impl.embeddings import EmbeddingLibrary
-        from clip_suite.clip_impl.weight_files import ModelFileError
+        from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
+        from clip_suite.clip_impl.weights.files import ModelFileError
         lib = EmbeddingLibrary([sys.argv[1]])
         for path in sorted(Path(sys.argv[1]).iterdir()):
             if path.stem == "fp8":
@@ -511,7 +511,7 @@ def test_fifos_and_devices_are_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     code = """
         import sys
-        from clip_suite.clip_impl.preprocess import open_image
+        from clip_suite.clip_impl.images.preprocess import open_image
         for p in sys.argv[1:]:
             try:
                 open_image(p)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from clip_suite.clip_impl.image_metadata import (
+from clip_suite.clip_impl.images.metadata import (
     EXIF_IFD,
     EXIF_USER_COMMENT,
     prompt_from_graph,

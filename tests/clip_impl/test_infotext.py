@@ -1,4 +1,4 @@
-"""The infotext reader (``clip_impl/infotext.py``) on infotexts in the formats A1111 1.10 and Forge write.
+"""The infotext reader (``clip_impl/a1111/infotext.py``) on infotexts in the formats A1111 1.10 and Forge write.
 
 Each case is written by hand in A1111 1.10's / Forge's output format (``processing.create_infotext``: the
 prompt, "Negative prompt: ..." when there is one, then one line of ``key: value`` fields; values with a
@@ -13,7 +13,7 @@ import string
 
 import pytest
 
-from clip_suite.clip_impl.infotext import parse_infotext, translate
+from clip_suite.clip_impl.a1111.infotext import parse_infotext, translate
 
 A1111 = "Version: v1.10.1"
 FORGE = "Version: f2.0.1v1.10.1-previous-224-g900196889"

@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import tiny_models as tm
-from shared_helpers import spy_on_reads
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.weight_files import ModelFileError
+from helpers import tiny_models as tm
+from helpers.shared_helpers import spy_on_reads
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.weights.files import ModelFileError
 
 
 @pytest.mark.parametrize(
@@ -83,8 +83,8 @@ def test_wrong_depth_for_the_family_is_named(tmp_path):
         "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": (3840, 1280),
         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight": (3840, 1280),
     }
-    from clip_suite.clip_impl.formats import find_text_towers
-    from clip_suite.clip_impl.loading import _check_shape
+    from clip_suite.clip_impl.weights.text_layouts import find_text_towers
+    from clip_suite.clip_impl.weights.loading import _check_shape
 
     (src,) = find_text_towers(shapes)
 

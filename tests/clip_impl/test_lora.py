@@ -11,12 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.chunking import chunk_prompt
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.lora import apply_loras, read_lora, tower_for
-from clip_suite.clip_impl.weight_files import ModelFileError
-from recipe_reference import project, tower_reference
+from clip_suite.clip_impl.text.chunking import chunk_prompt
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.weights import apply_loras, read_lora, tower_for
+from clip_suite.clip_impl.weights.files import ModelFileError
+from helpers.compare import assert_close
+from helpers.recipe_reference import project, tower_reference
 
 PROMPT = "a (red:1.2) fox in the snow, oil painting"
 KOHYA_TARGETS = {"q": "self_attn_q_proj", "k": "self_attn_k_proj", "v": "self_attn_v_proj",
@@ -81,14 +82,6 @@ def sd1_reference(hf_model, text, layers=4):
     chunks = chunk_prompt(text)
     z, p = tower_reference(hf_model, [c.ids(49407) for c in chunks], [c.weights() for c in chunks], layers, True, 49407)
     return z, p[0:1]
-
-
-def assert_close(ours, ref, what, rel=1e-5):
-    scale = ref.abs().max().item()
-    diff = (ours - ref).abs().max().item()
-    assert ours.shape == ref.shape, f"{what}: {tuple(ours.shape)} vs {tuple(ref.shape)}"
-    assert diff <= rel * scale, f"{what}: max|diff| {diff:.3g} > {rel:g} x {scale:.3g}"
-    return diff / scale
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +256,7 @@ def test_patched_towers_reshare_after_a_move_and_do_not_keep_their_base(model_di
     import gc
     import weakref
 
-    from clip_suite.clip_impl.lora import reshare
+    from clip_suite.clip_impl.weights import reshare
 
     path, _ = sd1_lora
     model = load_clip(model_dir / "sd15.safetensors", precision="fp32")  # a model of its own (not shared)

@@ -10,14 +10,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-import tiny_models as tm
-from clip_suite.clip_impl.aesthetic import aesthetic_scores, check_fits, head_from_state_dict, load_head
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.preprocess import preprocess_images
-from clip_suite.clip_impl.similarity import prepare_prompt, score_images
+from helpers import tiny_models as tm
+from clip_suite.clip_impl.scoring.aesthetic import aesthetic_scores, check_fits, head_from_state_dict, load_head
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.images.preprocess import preprocess_images
+from clip_suite.clip_impl.scoring.similarity import prepare_prompt, score_images
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
-from clip_suite.clip_impl.weight_files import ModelFileError
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from clip_suite.clip_impl.weights.files import ModelFileError
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 PROMPT = "a photo of a red fox sitting in the snow, golden hour"
 LONG = ", ".join(f"word{i} fox" for i in range(40))  # far more than 75 tokens
@@ -210,8 +210,8 @@ def test_head_file_types(tmp_path):
 def test_letterbox_is_hps_v2_preprocessing():
     """HPSv2's preprocess_val: ToTensor, long side to 224 (torchvision resize on a tensor = bicubic antialiased
     interpolate, round(side * scale)), zero padding pad//2 left/top, then CLIP's normalisation."""
-    from clip_suite.clip_impl.letterbox import letterbox_images
-    from clip_suite.clip_impl.preprocess import CLIP_MEAN, CLIP_STD
+    from clip_suite.clip_impl.images.letterbox import letterbox_images
+    from clip_suite.clip_impl.images.preprocess import CLIP_MEAN, CLIP_STD
 
     image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(1))  # H 40, W 64
     got = letterbox_images(image, 32)
@@ -236,8 +236,8 @@ def test_cli_fit_pad_scores_hps_with_its_preprocessing(pick_files, tmp_path, cap
     from PIL import Image
 
     from clip_suite.cli import main
-    from clip_suite.clip_impl.letterbox import letterbox_images
-    from clip_suite.clip_impl.preprocess import load_image_file
+    from clip_suite.clip_impl.images.letterbox import letterbox_images
+    from clip_suite.clip_impl.images.preprocess import load_image_file
 
     d, ref = pick_files
     path = tmp_path / "wide.png"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_suite.clip_impl.preprocess import (
+from clip_suite.clip_impl.images.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     load_image_file,

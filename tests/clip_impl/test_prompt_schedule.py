@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from clip_suite.clip_impl.extra_networks import NetworkTag, find_tags, strip_tags, tags_note
-from clip_suite.clip_impl.prompt_plan import plan_prompt
-from clip_suite.clip_impl.prompt_schedule import has_schedule_syntax, prompt_schedule, split_and, step_texts
-from clip_suite.clip_impl.sigma_schedule import SCHEDULERS, calculate_sigmas, percent_to_sigma, step_percents
+from clip_suite.clip_impl.a1111.extra_networks import NetworkTag, find_tags, strip_tags, tags_note
+from clip_suite.clip_impl.a1111.plan import plan_prompt
+from clip_suite.clip_impl.a1111.schedule import has_schedule_syntax, prompt_schedule, split_and, step_texts
+from clip_suite.clip_impl.a1111.sigmas import SCHEDULERS, calculate_sigmas, percent_to_sigma, step_percents
 
 # A1111 1.10's documented examples (prompt_parser.get_learned_conditioning_prompt_schedules, 10 steps)
 DOCUMENTED = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clip_suite.clip_impl.prompt_syntax import parse_a1111, parse_comfy, parse_prompt
+from clip_suite.clip_impl.text.syntax import parse_a1111, parse_comfy, parse_prompt
 
 
 def runs(segments):

@@ -9,14 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-import tiny_models as tm
+from helpers import tiny_models as tm
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.chunking import _EMBEDDING_SPLIT, chunk_prompt, unknown_embedding_comfy
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.prompt_syntax import parse_prompt
+from clip_suite.clip_impl.text.chunking import _EMBEDDING_SPLIT, chunk_prompt, unknown_embedding_comfy
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.text.syntax import parse_prompt
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
-from clip_suite.clip_impl.weight_files import ModelFileError
+from clip_suite.clip_impl.weights.files import ModelFileError
 
 PROMPT_CHARS = st.one_of(
     st.characters(),

@@ -10,16 +10,14 @@ and the bound has slack for a shared 2-core machine: 18x, plus 20 ms. A quadrati
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from clip_suite.clip_impl.text.chunking import PromptToken, chunk_prompt, pack_a1111, pack_comfy
+from clip_suite.clip_impl.text.syntax import parse_prompt
+from helpers.shared_helpers import load_benchmark
 
-from bench_scaling import best_time, prompt  # noqa: E402
-from clip_suite.clip_impl.chunking import PromptToken, chunk_prompt, pack_a1111, pack_comfy  # noqa: E402
-from clip_suite.clip_impl.prompt_syntax import parse_prompt  # noqa: E402
+_bench = load_benchmark("bench_scaling")
+best_time, prompt = _bench.best_time, _bench.prompt
 
 MAX_RATIO, SLACK_S = 18.0, 0.02
 

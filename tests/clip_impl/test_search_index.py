@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.search_index import FORMAT, VERSION, EmbeddingIndex, model_fingerprint
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.scoring.search_index import FORMAT, VERSION, EmbeddingIndex, model_fingerprint
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 
 class _Stat:

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.preprocess import preprocess_images
-from clip_suite.clip_impl.similarity import (
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.images.preprocess import preprocess_images
+from clip_suite.clip_impl.scoring.similarity import (
     apply_scale,
     image_embeddings,
     prepare_prompt,
@@ -15,7 +15,7 @@ from clip_suite.clip_impl.similarity import (
     text_embedding,
 )
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 TOL = 1e-5
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
 
 
 def test_storage_dtype_keeps_results_and_sharing(model_dir):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.weights.loading import load_clip
 
 TOL = 1e-5
 

@@ -6,10 +6,10 @@ import gc
 import torch
 
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.chunking import TokenChunk
+from clip_suite.clip_impl.text.chunking import TokenChunk
 from clip_suite.clip_impl.clip_skip import LayerChoice
-from clip_suite.clip_impl.encode import encode_chunks
-from clip_suite.clip_impl.text_tower import CLIP_L, TextTower
+from clip_suite.clip_impl.text.encode import encode_chunks
+from clip_suite.clip_impl.towers.text import CLIP_L, TextTower
 
 TINY = CLIP_L.with_shape(width=64, layers=2, heads=1, mlp_width=256, projection_dim=32)
 IDS = torch.tensor([[49406, 320, 1125, 49407] + [49407] * 73])

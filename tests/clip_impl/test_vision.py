@@ -4,15 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tiny_models as tm
-from shared_helpers import spy_on_reads
-from clip_suite.clip_impl.formats import TowerSource
-from clip_suite.clip_impl.loading import _assign, load_clip
-from clip_suite.clip_impl.preprocess import preprocess_images
-from clip_suite.clip_impl.vision_loading import VisionSource, _pair, find_vision_sources
-from clip_suite.clip_impl.vision_tower import VISION_PRESETS, VIT_BIGG_14, VIT_L_14_336
-from clip_suite.clip_impl.weight_files import ModelFileError
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers import tiny_models as tm
+from helpers.shared_helpers import spy_on_reads
+from clip_suite.clip_impl.weights.text_layouts import TowerSource
+from clip_suite.clip_impl.weights.loading import _assign, load_clip
+from clip_suite.clip_impl.images.preprocess import preprocess_images
+from clip_suite.clip_impl.weights.vision import VisionSource, _pair, find_vision_sources
+from clip_suite.clip_impl.towers.vision import VISION_PRESETS, VIT_BIGG_14, VIT_L_14_336
+from clip_suite.clip_impl.weights.files import ModelFileError
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 TOL = 1e-5
 
@@ -222,7 +222,7 @@ def test_projected_embeddings_are_the_pooled_output_projected(vision_dir, v_mode
     (["clip_l.safetensors", "clip_vision_l.safetensors"], None),  # a pair has no logit_scale
 ])
 def test_logit_scale_read_from_full_clips(vision_dir, files, want):
-    from clip_suite.clip_impl.similarity import DEFAULT_LOGIT_FACTOR, logit_factor
+    from clip_suite.clip_impl.scoring.similarity import DEFAULT_LOGIT_FACTOR, logit_factor
 
     model = load_clip([vision_dir / f for f in files])
     if want is None:

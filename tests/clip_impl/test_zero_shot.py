@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-import full_clip_models as fcm
+from helpers import full_clip_models as fcm
 from clip_suite.cli import main
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.preprocess import load_image_file
-from clip_suite.clip_impl.zero_shot import (
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.images.preprocess import load_image_file
+from clip_suite.clip_impl.scoring.zero_shot import (
     classify_images,
     label_embeddings,
     parse_labels,

@@ -26,11 +26,11 @@ import torch
 from a1111_harness import Wrapped, legacy_text_model, load, modules_dir
 from transformers import CLIPTokenizer
 
-import tiny_models as tm
-from clip_suite.clip_impl.chunking import chunk_prompt
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.prompt_syntax import parse_a1111
+from helpers import tiny_models as tm
+from clip_suite.clip_impl.text.chunking import chunk_prompt
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.text.syntax import parse_a1111
 from clip_suite.clip_impl.tokenizer import read_bpe_vocab
 
 NEEDS_COMFYUI = False  # tests/integration/conftest.py: this file needs A1111's files, not ComfyUI

@@ -23,8 +23,8 @@ import random
 import pytest
 from a1111_harness import load_prompt_modules, modules_dir
 
-from clip_suite.clip_impl.extra_networks import find_tags, strip_tags
-from clip_suite.clip_impl.prompt_schedule import prompt_schedule, split_and, step_texts
+from clip_suite.clip_impl.a1111.extra_networks import find_tags, strip_tags
+from clip_suite.clip_impl.a1111.schedule import prompt_schedule, split_and, step_texts
 
 NEEDS_COMFYUI = False
 _DIR = modules_dir()

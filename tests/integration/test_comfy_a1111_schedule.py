@@ -21,7 +21,7 @@ import pytest
 import torch
 from comfy_harness import sink, suite_encode, suite_loader
 
-from clip_suite.clip_impl.prompt_schedule import step_texts
+from clip_suite.clip_impl.a1111.schedule import step_texts
 
 PROMPTS = [
     "a [dog:cat:0.5] in a garden",

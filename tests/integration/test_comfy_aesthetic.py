@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.aesthetic import aesthetic_scores, load_head
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.scoring.aesthetic import aesthetic_scores, load_head
+from clip_suite.clip_impl.weights.loading import load_clip
 from test_comfy_scoring import FRAMES, PROMPT, list_output, loader, reference, scoring  # noqa: F401
-from vision_fixtures import v_model  # noqa: F401
+from helpers.vision_fixtures import v_model  # noqa: F401
 
 HEAD, MLP_HEAD = "sa_0_4_tiny_linear.pth", "tiny_improved.safetensors"
 

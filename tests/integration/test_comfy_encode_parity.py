@@ -28,7 +28,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
 
 TOLERANCE = 1e-5
 

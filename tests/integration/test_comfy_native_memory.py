@@ -163,7 +163,7 @@ def test_a_fresh_load_is_counted_at_its_final_size_and_moves_wait_for_no_copy(co
     """Our loader leaves the blocks' matrices mapped (fp16) and copies them to fp32 later: ComfyUI's
     ModelPatcher, which sizes a model once, counts the final fp32 size; a move (``.to()``, as ComfyUI
     loads and offloads) meanwhile takes the parameters along, and no copy replaces them afterwards."""
-    pending_copies = comfy.pack_module("clip_impl.pending_copies")
+    pending_copies = comfy.pack_module("clip_impl.towers.pending_copies")
     monkeypatch.setattr(pending_copies.PendingCopies, "start", lambda self: None)
     path = tmp_path / "sd15_fresh.safetensors"
     path.write_bytes((model_dir / "sd15.safetensors").read_bytes())

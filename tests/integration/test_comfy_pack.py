@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import workflow_check as wc
+from helpers import workflow_check as wc
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 OUR_NODES = {
@@ -18,6 +18,8 @@ OUR_NODES = {
     "ClipSuiteSelectBest": "Keep Best Images (CLIP score)",
     "ClipSuiteAestheticScore": "Aesthetic Score (CLIP)",
     "ClipSuiteZeroShot": "Classify Images (CLIP zero-shot)",
+    "ClipSuiteLoraLoader": "Apply LoRA to CLIP (CLIP Suite)",
+    "ClipSuiteA1111Parameters": "A1111 Parameters (CLIP Suite)",
 }
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models as tm
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.similarity import score_images
-from vision_fixtures import v_model  # noqa: F401
+from helpers import tiny_models as tm
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.scoring.similarity import score_images
+from helpers.vision_fixtures import v_model  # noqa: F401
 
 PROMPT = "a photo of a red fox sitting in the snow, golden hour"
 TEXT_ENCODER, CLIP_VISION = "tiny_clip_l.safetensors", "tiny_vit_l.safetensors"

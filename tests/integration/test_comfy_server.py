@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
 from comfy_harness import LONG_PROMPT as PROMPT, comfyui_server, model_folders
 
 CONTRACT = {

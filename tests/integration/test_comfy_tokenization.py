@@ -19,8 +19,8 @@ import random
 
 import pytest
 
-from clip_suite.clip_impl.chunking import chunk_prompt
-from clip_suite.clip_impl.prompt_syntax import parse_comfy
+from clip_suite.clip_impl.text.chunking import chunk_prompt
+from clip_suite.clip_impl.text.syntax import parse_comfy
 from clip_suite.clip_impl.tokenizer import EOS_ID
 
 FUZZ_STRINGS = 3000

@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
 from clip_suite.cli import main as cli_main
 from comfy_harness import comfyui_server
-from shared_helpers import BAD_REQUESTS
+from helpers.shared_helpers import BAD_REQUESTS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import full_clip_models as fcm
+from helpers import full_clip_models as fcm
 
 FULL, TEXT, VISION = "tiny_zero_shot_clip.safetensors", "tiny_zs_text.safetensors", "tiny_zs_vision.safetensors"
 LABELS = ["portrait", "landscape", "anime", "photo"]

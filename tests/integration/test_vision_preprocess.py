@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clip_suite.clip_impl.preprocess import preprocess_images
+from clip_suite.clip_impl.images.preprocess import preprocess_images
 
 
 @pytest.mark.parametrize(

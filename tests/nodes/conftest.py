@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from shared_helpers import pinned_host
+from helpers.shared_helpers import pinned_host
 
 
 @pytest.fixture(scope="session")

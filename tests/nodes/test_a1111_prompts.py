@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.prompt_schedule import step_texts
-from clip_suite.clip_impl.sigma_schedule import calculate_sigmas, percent_to_sigma
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.a1111.schedule import step_texts
+from clip_suite.clip_impl.a1111.sigmas import calculate_sigmas, percent_to_sigma
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
 from clip_suite.nodes import host
 

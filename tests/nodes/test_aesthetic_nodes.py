@@ -9,11 +9,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.preprocess import preprocess_images
+from clip_suite.clip_impl.images.preprocess import preprocess_images
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
 from clip_suite.nodes import host
-from scoring_fixtures import PAIRS, PROMPT, load, rand_images, select, similarity
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers.scoring_fixtures import PAIRS, PROMPT, load, rand_images, select, similarity
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 WIDTH = 64  # the tiny v_model's embedding width (its visual_projection)
 

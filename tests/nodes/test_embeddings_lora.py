@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip_suite.clip_impl.embeddings import EmbeddingLibrary
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.lora import apply_loras, read_lora
+from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.weights import apply_loras, read_lora
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
 from clip_suite.nodes import host
-from shared_helpers import pinned_host
+from helpers.shared_helpers import pinned_host
 
 ENCODE = dict(clip_skip=0, chunking="comfy", comma_backtrack=20, weighting="comfy", pooled="first_chunk",
               empty_prompt="encode")

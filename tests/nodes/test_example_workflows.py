@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-import workflow_check as wc
-from clip_suite.clip_impl.chunking import chunk_prompt
+from helpers import workflow_check as wc
+from clip_suite.clip_impl.text.chunking import chunk_prompt
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as OURS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from clip_suite.clip_impl.cache import ByteLRUCache
-from clip_suite.clip_impl.encode import EncodeSettings, encode_chunks, encode_prompt
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_chunks, encode_prompt
 from clip_suite.clip_impl.clip_skip import LayerChoice
-from clip_suite.clip_impl.chunking import TokenChunk
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.text.chunking import TokenChunk
+from clip_suite.clip_impl.weights.loading import load_clip
 from clip_suite.nodes import common
 from clip_suite.nodes.hosting import native_text
 

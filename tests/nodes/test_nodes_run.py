@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from clip_suite.clip_impl.chunking import chunk_prompt, describe_chunks
-from clip_suite.clip_impl.encode import EncodeSettings, encode_prompt
-from clip_suite.clip_impl.loading import load_clip
+from clip_suite.clip_impl.text.chunking import chunk_prompt, describe_chunks
+from clip_suite.clip_impl.text.encode import EncodeSettings, encode_prompt
+from clip_suite.clip_impl.weights.loading import load_clip
 from clip_suite.nodes import NODE_CLASS_MAPPINGS as NODES
 from clip_suite.nodes.host import HostedClip
 

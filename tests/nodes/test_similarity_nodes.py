@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_suite.clip_impl.loading import load_clip
-from clip_suite.clip_impl.preprocess import preprocess_images
-from clip_suite.clip_impl.similarity import SimilarityResult, prepare_prompt, score_images
+from clip_suite.clip_impl.weights.loading import load_clip
+from clip_suite.clip_impl.images.preprocess import preprocess_images
+from clip_suite.clip_impl.scoring.similarity import SimilarityResult, prepare_prompt, score_images
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 from clip_suite.nodes.similarity import ranking
-from scoring_fixtures import (  # noqa: F401  (fixtures)
+from helpers.scoring_fixtures import (  # noqa: F401  (fixtures)
     PAIRS, PROMPT, load, rand_images, scoring_host, scoring_root, select, similarity,
 )
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")

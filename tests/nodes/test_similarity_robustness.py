@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from clip_suite.clip_impl.similarity import TEXT_CACHE, score_images
-from scoring_fixtures import (  # noqa: F401  (fixtures)
+from clip_suite.clip_impl.scoring.similarity import TEXT_CACHE, score_images
+from helpers.scoring_fixtures import (  # noqa: F401  (fixtures)
     PAIRS, PROMPT, load, rand_images, scoring_host, scoring_root, select, similarity,
 )
-from vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 
 
 @pytest.fixture()
@@ -82,7 +82,7 @@ def test_slightly_out_of_range_is_clipped(clip):
 
 
 def test_batch_of_64(clip, vision_dir):
-    from clip_suite.clip_impl.loading import load_clip
+    from clip_suite.clip_impl.weights.loading import load_clip
 
     images = rand_images(64, 48, 40, seed=8)
     got = scores(clip, images)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from shared_helpers import BAD_REQUESTS
+from helpers.shared_helpers import BAD_REQUESTS
 from clip_suite.cli import main
 from clip_suite.nodes.hosting.tokens_route import MAX_BODY_BYTES, RequestError, make_handler, parse_request, tokens_report
 

@@ -239,7 +239,7 @@ def test_route_embeddings_with_any_weighting(tmp_path, chunking, weighting):
     embedding:name), with either chunking (issue 8)."""
     from safetensors.torch import save_file
 
-    from clip_suite.clip_impl.embeddings import EmbeddingLibrary
+    from clip_suite.clip_impl.text.embeddings import EmbeddingLibrary
 
     save_file({"emb_params": torch.zeros(5, 768)}, str(tmp_path / "style.safetensors"))
     library = EmbeddingLibrary([tmp_path])

@@ -1,0 +1,183 @@
+"""Decode and preprocess image files in worker processes, ahead of the model, results in order.
+
+Scoring a folder spends its time in three places: decoding (pillow), resizing to the model's size (torch,
+``clip_impl.images.preprocess``) and the vision tower. The first two run here in a pool of worker processes,
+each single-threaded, while the caller runs the model on the images already loaded: decoding overlaps
+inference instead of alternating with it. The pixels are exactly those of ``preprocess_images(
+image_to_tensor(open_image(path)), size)``: the library's own preprocessing, only elsewhere.
+
+    with ImageLoader(workers=1) as loader:           # workers start now (e.g. while a model loads)
+        for item in loader.load(paths, size=224):    # LoadedImage, in the order of paths
+            item.index, item.path, item.pixels (3, S, S) float32 or None, item.error, item.extra
+
+``fit="pad"`` gives HPS v2's letterboxed pixels instead of CLIP's centre crop (``clip_impl.images.letterbox``).
+``workers=0`` loads in the calling process (no pool). ``read_extra`` (a module-level function, so worker
+processes can import it) runs on each opened pillow image before it is converted, e.g. to read the prompt
+from its metadata; its return value comes back as ``item.extra`` and must not raise for ordinary bad input.
+Workers are started with ``spawn`` (never ``fork``: the parent may already run torch threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .letterbox import letterbox_images
+from .preprocess import image_to_tensor, open_image, preprocess_images
+
+
+@dataclass
+class LoadedImage:
+    """One image file, loaded: CLIP pixels (3, S, S) float32 or the reason it has none."""
+
+    index: int  # position in the list of paths given to ``load``
+    path: str
+    pixels: torch.Tensor | None
+    error: str = ""  # empty on success; otherwise one line, without the path
+    extra: object = None  # what ``read_extra`` returned (None when not given or the image failed to open)
+    notes: tuple[str, ...] = ()  # what loading did on the way (decoded at reduced size, 32-bit values scaled)
+
+
+log = logging.getLogger(__name__)
+MAX_RESTARTS = 3  # pools that die more often than this are given up (see ImageLoader.load)
+MIN_IMAGES_FOR_WORKERS = 16  # fewer images load faster in-process than a worker takes to start
+
+
+def default_workers(images: int | None = None) -> int:
+    """Worker processes for this machine: one core stays with the model (at least 1, at most 4); none for
+    fewer than MIN_IMAGES_FOR_WORKERS images."""
+    if images is not None and images < MIN_IMAGES_FOR_WORKERS:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _init_worker() -> None:
+    # One thread per worker: the workers share the cores with the model, which uses torch's own threads.
+    torch.set_num_threads(1)
+
+
+def _warm_up() -> bool:
+    """A no-op task: starting a worker (imports) overlaps whatever the caller does next."""
+    return True
+
+
+def load_one(index: int, path: str, size: int, read_extra: Callable | None = None, fit: str = "crop") -> tuple:
+    """(index, pixels as a numpy array (3, S, S) or None, error, extra, notes) for one file; never raises for
+    a bad image (pillow raises many exception types on malformed files: each becomes that image's error).
+    ``fit``: "crop" (CLIP's centre crop, ``preprocess_images``) or "pad" (HPS v2's, ``letterbox_images``)."""
+    extra, notes = None, []
+    try:
+        img = open_image(path, notes)
+        try:
+            if read_extra is not None:
+                extra = read_extra(img)
+            tensor = image_to_tensor(img, notes)
+            pixels = (letterbox_images if fit == "pad" else preprocess_images)(tensor, size)[0]
+        finally:
+            img.close()
+    except Exception as e:  # noqa: BLE001
+        reason = str(e) if isinstance(e, ValueError) else f"cannot read the image ({type(e).__name__}: {e})"
+        return index, None, reason.replace(f"{path}: ", "", 1), extra, tuple(notes)
+    # numpy, not torch: a plain pickle through the pipe (torch would pass shared-memory file handles).
+    return index, pixels.numpy(), "", extra, tuple(notes)
+
+
+class ImageLoader:
+    """A pool of worker processes that load images ahead of the caller (see the module docstring)."""
+
+    def __init__(self, workers: int | None = None, prefetch: int | None = None):
+        self.workers = default_workers() if workers is None else workers
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}; use 0 (load in this process) or more")
+        self.prefetch = prefetch or max(8, 4 * self.workers)
+        self._pool = None
+        if self.workers > 0:
+            self._start()
+
+    def _start(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        )
+        for _ in range(self.workers):
+            self._pool.submit(_warm_up)
+
+    def load(
+        self, paths: list[str], size: int, read_extra: Callable | None = None, fit: str = "crop"
+    ) -> Iterator[LoadedImage]:
+        """Each of ``paths`` as a :class:`LoadedImage`, in order; at most ``prefetch`` images are in flight."""
+        if self._pool is None:
+            for i, path in enumerate(paths):
+                yield _loaded(path, load_one(i, path, size, read_extra, fit))
+            return
+        pending: deque = deque()  # (index, path, future), in order
+        following = iter(enumerate(paths))
+        restarts = 0
+
+        def submit(index: int, path: str) -> None:
+            pending.append((index, path, self._pool.submit(load_one, index, path, size, read_extra, fit)))
+
+        for index, path in following:
+            submit(index, path)
+            if len(pending) >= self.prefetch:
+                break
+        while pending:
+            index, path, future = pending.popleft()
+            nxt = next(following, None)
+            if nxt is not None:
+                submit(*nxt)
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                # A worker died (killed for memory by a huge image, say): this image gets the error, the
+                # pool starts again and the images still pending are loaded anew. A pool that keeps dying
+                # (workers that cannot even start) is given up for loading in this process.
+                result = (index, None, "the process loading this image died (out of memory?)", None, ())
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                restarts += 1
+                again = [(i, p) for i, p, _ in pending] + list(following)
+                pending.clear()
+                if restarts > MAX_RESTARTS:
+                    log.warning("image loader workers keep dying; loading the remaining images in this process")
+                    self._pool = None
+                    yield _loaded(path, result)
+                    for i, p in again:
+                        yield _loaded(p, load_one(i, p, size, read_extra, fit))
+                    return
+                self._start()
+                following = iter(again)
+                for i, p in following:
+                    submit(i, p)
+                    if len(pending) >= self.prefetch:
+                        break
+            yield _loaded(path, result)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers (``wait=False``: without waiting for the ones still starting)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "ImageLoader":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(wait=exc_type is None)
+
+
+def _loaded(path: str, result: tuple) -> LoadedImage:
+    index, pixels, error, extra, notes = result
+    return LoadedImage(index, path, None if pixels is None else torch.from_numpy(pixels), error, extra, notes)
+
+
+def load_images(paths: list[str], size: int, workers: int | None = None, read_extra: Callable | None = None):
+    """Every image of ``paths`` as a :class:`LoadedImage`, in order (a pool for the duration of the loop)."""
+    with ImageLoader(workers) as loader:
+        yield from loader.load(paths, size, read_extra)

@@ -1,0 +1,25 @@
+"""What CLIP itself is for: image-text similarity (CLIPScore, cosine, PickScore/HPS logits), zero-shot
+labels, LAION-style aesthetic heads, embedding image files in batches, and the incremental search index
+behind search and de-duplication.
+"""
+
+from .aesthetic import AestheticHead, AestheticResult, aesthetic_scores, check_fits, load_head
+from .file_embedding import FileEmbedding, embed_image_files, read_pixels
+from .search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
+from .similarity import (
+    SCALES, ScoringPrompt, SimilarityResult, apply_scale, logit_factor, pixel_embeddings, prepare_prompt,
+    score_images, scoring_towers, text_embedding,
+)
+from .zero_shot import (
+    DEFAULT_TEMPLATE, ZeroShotResult, classify_embeddings, classify_images, label_embeddings, parse_labels,
+    parse_templates,
+)
+
+__all__ = [
+    "AestheticHead", "AestheticResult", "aesthetic_scores", "check_fits", "load_head", "FileEmbedding",
+    "embed_image_files", "read_pixels", "EmbeddingIndex", "default_index_path", "model_fingerprint", "refresh",
+    "summary_line", "SCALES", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
+    "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
+    "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
+    "parse_templates",
+]

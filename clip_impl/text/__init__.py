@@ -1,0 +1,16 @@
+"""From prompt text to conditioning: the weighting syntaxes (ComfyUI, A1111, none) and BREAK, chunking into
+77-token windows (ComfyUI's packing or A1111's comma backtrack), the one prompt pipeline every caller uses
+(:func:`prompt_chunks`), textual-inversion embeddings, and :func:`encode_prompt` on a model's towers.
+"""
+
+from .chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, PromptToken, TokenChunk, chunk_prompt, describe_chunks
+from .embeddings import EmbeddingLibrary
+from .encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodedText, EncodeSettings, encode_prompt
+from .pipeline import WEIGHTINGS, PromptChunks, prompt_chunks, weighting_syntax
+from .syntax import BREAK, Segment, parse_prompt
+
+__all__ = [
+    "CHUNKINGS", "MAX_COMMA_BACKTRACK", "PromptToken", "TokenChunk", "chunk_prompt", "describe_chunks",
+    "EmbeddingLibrary", "EMPTY_PROMPT_MODES", "POOLED_MODES", "EncodedText", "EncodeSettings", "encode_prompt",
+    "WEIGHTINGS", "PromptChunks", "prompt_chunks", "weighting_syntax", "BREAK", "Segment", "parse_prompt",
+]
