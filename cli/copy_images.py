@@ -14,6 +14,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -23,7 +24,7 @@ class CopyResult:
     already_there: int = 0
 
 
-def check_target(target: str, sources: list[str]) -> None:
+def check_target(target: str, sources: Sequence[str]) -> None:
     """ValueError when ``target`` is a file, or is (inside) one of the source folders."""
     if os.path.exists(target) and not os.path.isdir(target):
         raise ValueError(f"--copy-to {target} is a file; give a folder (it is created when missing)")
@@ -42,7 +43,7 @@ def check_target(target: str, sources: list[str]) -> None:
         raise ValueError(f"--copy-to {target}: the folder {parent} does not exist")
 
 
-def relative_target(path: str, sources: list[str]) -> str:
+def relative_target(path: str, sources: Sequence[str]) -> str:
     """Where ``path`` goes below the target: its path below the source folder it was found in, else its name."""
     real = os.path.realpath(path)
     for source in sources:
@@ -53,7 +54,7 @@ def relative_target(path: str, sources: list[str]) -> str:
     return os.path.basename(path)
 
 
-def copy_files(paths: list[str], sources: list[str], target: str) -> CopyResult:
+def copy_files(paths: list[str], sources: Sequence[str], target: str) -> CopyResult:
     """Copy each of ``paths`` into ``target`` (see the module docstring); returns the counts."""
     result = CopyResult()
     os.makedirs(target, exist_ok=True)

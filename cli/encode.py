@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from safetensors.torch import save_file
 
-    from ..clip_impl.text import encode_prompt
+    from ..clip_impl.a1111 import encode_scheduled, plan_report
+    from ..clip_impl.text import describe_chunks, prompt_chunks
     from ..clip_impl.weights import load_clip
 
     if args.prompt == "-" and args.prompt_l == "-":
@@ -56,17 +57,17 @@ def run(args) -> int:
         pooled=args.pooled,
         empty_prompt=args.empty_prompt,
     )
-    from .tokens import schedule_report
-
     embeddings = load_embeddings(args.embeddings)
-    schedule = schedule_report(args.prompt, args, embeddings, text_l=args.prompt_l)
-    encoded: dict = {}
-    for e in schedule["entries"]:
-        key = (e["text"], e["text_l"])
-        if key not in encoded:
-            encoded[key] = encode_prompt(model, e["text"], settings, text_l=e["text_l"], embeddings=embeddings)
-    first = schedule["entries"][0]
-    out = encoded[(first["text"], first["text_l"])]
+    result = encode_scheduled(model, args.prompt, settings, args.steps, args.scheduler, text_l=args.prompt_l,
+                              embeddings=embeddings)
+
+    def count(t: str) -> int:  # token counts as ``tokens`` reports them, with the same chunking
+        found = prompt_chunks(t, chunking=args.chunking, comma_backtrack=args.comma_backtrack,
+                              weighting=args.weighting, embeddings=embeddings)
+        return describe_chunks(found.chunks)["tokens"]
+
+    schedule = plan_report(result.plan, count, result.percents)
+    out = result.first
     layers = {t: {"layer": c.layer, "layer_norm": c.layer_norm, "of": c.num_layers} for t, c in out.layers.items()}
     metadata = {
         "architecture": out.family,
@@ -76,12 +77,11 @@ def run(args) -> int:
         "warnings": json.dumps(out.warnings),
     }
     tensors = {"cond": out.cond.float().cpu().contiguous(), "pooled": out.pooled.float().cpu().contiguous()}
-    if len(schedule["entries"]) > 1:
+    if len(result.entries) > 1:
         metadata["schedule"] = json.dumps(schedule)
-        for i, e in enumerate(schedule["entries"]):
-            entry = encoded[(e["text"], e["text_l"])]
-            tensors[f"cond.{i}"] = entry.cond.float().cpu().clone()  # safetensors refuses shared storage
-            tensors[f"pooled.{i}"] = entry.pooled.float().cpu().clone()
+        for i, e in enumerate(result.entries):
+            tensors[f"cond.{i}"] = e.encoded.cond.float().cpu().clone()  # safetensors refuses shared storage
+            tensors[f"pooled.{i}"] = e.encoded.pooled.float().cpu().clone()
     save_file(tensors, args.out, metadata=metadata)
     desc = ", ".join(c.describe(t) for t, c in out.layers.items())
     print(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 
 from ..clip_impl.images import IMAGE_SUFFIXES
 
 
-def collect_images(paths: list[str]) -> list[str]:
+def collect_images(paths: Sequence[str]) -> list[str]:
     """Files named, and images found under folders (sorted); a missing path stays, to get an error row."""
     out = []
     for given in paths:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Literal, get_args
 
 from ..clip_impl.text import CHUNKINGS, MAX_COMMA_BACKTRACK, WEIGHTINGS
 from ..clip_impl.weights import PRECISIONS
 
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[Device, ...] = get_args(Device)
 
 
 def comma_backtrack(value: str) -> int:
@@ -75,7 +77,7 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available")
 
 
-def resolve_device(choice: str) -> str:
+def resolve_device(choice: Device) -> str:
     """``auto`` -> cuda when torch sees one, else cpu."""
     if choice != "auto":
         return choice

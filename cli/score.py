@@ -35,13 +35,14 @@ import torch
 from ..clip_impl.images import FITS, ImageLoader, default_workers
 from ..clip_impl.text import WEIGHTINGS, weighting_syntax
 from ..clip_impl.scoring import (
-    SCALES, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
+    SCALES, Scale, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
     text_embedding,
 )
-from .copy_images import check_target, copy_files
+from .copy_images import copy_files
 from .csv_out import csv_output
 from .images import Progress, collect_images
-from .options import add_device_options, positive, read_prompt, resolve_device
+from .options import add_device_options, positive, resolve_device
+from .score_options import RANK_BYS, RankBy, ScoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit", choices=FITS, default="crop",
                    help="crop: CLIP's centre crop (default; CLIPScore, PickScore, aesthetic heads); pad: the long side "
                         "to the model's size and black bars, HPS v2's own preprocessing (use it with HPS checkpoints)")
-    p.add_argument("--rank-by", choices=("score", "aesthetic"),
+    p.add_argument("--rank-by", choices=RANK_BYS,
                    help="what rank, --min-score and --top-per-prompt use (default: score with a prompt, else aesthetic)")
     p.add_argument("--batch-size", type=positive, default=8, metavar="N", help="images per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -113,79 +114,55 @@ class _Row:
     notes: list[str] = field(default_factory=list)  # what was done on the way (image reduced, prompt cut)
 
 
-def _check_arguments(args) -> None:
-    args.prompt = read_prompt(args.prompt)  # "-": standard input
-    has_prompt = args.prompt is not None or args.prompts_from_metadata
-    if not has_prompt and not args.aesthetic:
-        args.score_parser.error("give --prompt TEXT or --prompts-from-metadata (CLIP score), or --aesthetic HEAD")
-    if args.prompt is not None and not args.prompt.strip():
-        raise ValueError("--prompt is empty; give the prompt to score against, or use --prompts-from-metadata")
-    if args.model_2 and not os.path.exists(args.model_2):
-        raise ValueError(f"--model-2 {args.model_2} does not exist")
-    args.rank_by = args.rank_by or ("score" if has_prompt else "aesthetic")
-    if args.rank_by == "score" and not has_prompt:
-        raise ValueError("--rank-by score needs --prompt or --prompts-from-metadata")
-    if args.rank_by == "aesthetic" and not args.aesthetic:
-        raise ValueError("--rank-by aesthetic needs --aesthetic HEAD")
-    if (args.min_score is not None or args.top_per_prompt is not None) and not args.copy_to:
-        raise ValueError("--min-score and --top-per-prompt choose the images --copy-to copies; give --copy-to DIR")
-    if args.copy_to:
-        check_target(args.copy_to, args.images)
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers {args.workers}; use 0 (decode in this process) or more")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if args.out != "-" and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {args.out}: the folder {out_dir} does not exist")
-
-
 def run(args) -> int:
-    _check_arguments(args)
-    fixed = prepare_prompt(args.prompt, weighting_syntax(args.weighting)) if args.prompt is not None else None
-    has_prompt = fixed is not None or args.prompts_from_metadata
-    paths = collect_images(args.images)
+    opts = ScoreOptions.from_args(args)
+    fixed = prepare_prompt(opts.prompt, weighting_syntax(opts.weighting)) if opts.prompt is not None else None
+    paths = collect_images(opts.images)
     if not paths:
-        raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(args.images)}")
+        raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(opts.images)}")
     head = None
-    if args.aesthetic:
+    if opts.aesthetic:
         from ..clip_impl.scoring import load_head
 
-        head = load_head(args.aesthetic)
-    workers = default_workers(len(paths)) if args.workers is None else args.workers
+        head = load_head(opts.aesthetic)
+    workers = default_workers(len(paths)) if opts.workers is None else opts.workers
     threads = torch.get_num_threads()
     try:
         # The loader's workers take cores of their own: the model gets the rest (an OpenMP team that shares
         # a core with a worker waits for it at every barrier, which costs more than the thread gives).
         if workers > 0:
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
-        rows, name, with_head, interrupted = _score_files(args, paths, fixed, has_prompt, head, workers)
+        rows, name, with_head, interrupted = _score_files(opts, paths, fixed, head, workers)
     finally:
         torch.set_num_threads(threads)
-    _rank(rows, args)
-    _write(rows, args, name, with_head)
+    _rank(rows, opts.rank_by, opts.scale)
+    _write(rows, opts.out, opts.scale, name, with_head)
     copied = None
-    if args.copy_to:
-        passing = [r.path for r in rows if _passes(r, args)]
-        copied = (len(passing), copy_files(passing, args.images, args.copy_to))
-    _summary(rows, args, copied)
+    if opts.copy_to:
+        passing = [r.path for r in rows if _passes(r, opts)]
+        copied = (len(passing), copy_files(passing, opts.images, opts.copy_to))
+    _summary(rows, opts, copied)
     if interrupted:
         print(f"interrupted: {len(rows)} of {len(paths)} images scored and written", file=sys.stderr)
         return 130
     return 0
 
 
-def _score_files(args, paths, fixed, has_prompt, head, workers) -> tuple[list, str, bool, bool]:
+def _score_files(
+    opts: ScoreOptions, paths: list[str], fixed: ScoringPrompt | None, head, workers: int
+) -> tuple[list, str, bool, bool]:
     """(rows, model name, whether there is an aesthetic column, interrupted): the model loads while the
     workers start."""
     with ImageLoader(workers) as loader:  # workers start while the model loads
-        model = _load_model(args)
-        if has_prompt:
+        model = _load_model(opts)
+        if opts.has_prompt:
             scoring_towers(model)  # refuse a model that cannot score before any image is read
         if head is not None:
             from ..clip_impl.scoring import check_fits
 
-            check_fits(head, model.vision, os.path.basename(os.path.normpath(args.model)))
-        name = "+".join(os.path.basename(os.path.normpath(f)) for f in [args.model, args.model_2] if f)
-        rows, interrupted = _score_all(model, loader, paths, fixed, args, head)
+            check_fits(head, model.vision, os.path.basename(os.path.normpath(opts.model)))
+        name = "+".join(os.path.basename(os.path.normpath(f)) for f in [opts.model, opts.model_2] if f)
+        rows, interrupted = _score_all(model, loader, paths, fixed, opts, head)
         return rows, name, head is not None, interrupted
 
 
@@ -199,16 +176,16 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _load_model(args):
+def _load_model(opts: ScoreOptions):
     """The model; ``--precision bf16`` keeps the text tower fp32 and runs only the vision tower in bf16
     (the text embedding is computed once per prompt, the images are where the time goes)."""
     from ..clip_impl.weights import load_clip
     from ..clip_impl.weights import vision_in_dtype
 
-    device = resolve_device(args.device)
-    files = [args.model] + ([args.model_2] if args.model_2 else [])
-    bf16 = args.precision == "bf16"
-    model = load_clip(files, precision="fp32" if bf16 else args.precision, device=device, with_vision=True)
+    device = resolve_device(opts.device)
+    files = [opts.model] + ([opts.model_2] if opts.model_2 else [])
+    bf16 = opts.precision == "bf16"
+    model = load_clip(files, precision="fp32" if bf16 else opts.precision, device=device, with_vision=True)
     if bf16:
         if torch.device(device).type == "cpu" and not cpu_has_bf16():
             log.warning("--precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX); it is emulated and "
@@ -217,24 +194,26 @@ def _load_model(args):
     return model
 
 
-def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> tuple[list[_Row], bool]:
+def _score_all(
+    model, loader: ImageLoader, paths: list[str], fixed: ScoringPrompt | None, opts: ScoreOptions, head
+) -> tuple[list[_Row], bool]:
     """Rows for the images in order, and whether Ctrl-C stopped the run (the rows so far are kept: ranks
     need every row of a prompt, so the CSV is written at the end)."""
     vision = model.vision
-    read_extra = metadata_prompt if args.prompts_from_metadata else None
+    read_extra = metadata_prompt if opts.prompts_from_metadata else None
     factor, _ = logit_factor(model)
     rows: list[_Row] = []
     batch: list = []
     progress = Progress(len(paths))
     try:
-        for item in loader.load(paths, vision.config.image_size, read_extra, args.fit):
+        for item in loader.load(paths, vision.config.image_size, read_extra, opts.fit):
             batch.append(item)
-            if len(batch) == args.batch_size:
-                rows += _score_batch(model, batch, fixed, args, head, factor)
+            if len(batch) == opts.batch_size:
+                rows += _score_batch(model, batch, fixed, opts, head, factor)
                 progress.advance(len(batch))
                 batch = []
         if batch:
-            rows += _score_batch(model, batch, fixed, args, head, factor)
+            rows += _score_batch(model, batch, fixed, opts, head, factor)
             progress.advance(len(batch))
     except KeyboardInterrupt:
         return rows, True
@@ -243,7 +222,7 @@ def _score_all(model, loader: ImageLoader, paths, fixed, args, head) -> tuple[li
     return rows, False
 
 
-def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: float) -> list[_Row]:
+def _score_batch(model, batch, fixed: ScoringPrompt | None, opts: ScoreOptions, head, factor: float) -> list[_Row]:
     """One row per loaded image, in order; the vision tower runs once for the batch."""
     rows, ok, texts = [], [], []
     for item in batch:
@@ -253,7 +232,7 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: 
         if item.error:
             continue
         ok.append((row, item.pixels))
-        if fixed is None and not args.prompts_from_metadata:
+        if fixed is None and not opts.prompts_from_metadata:
             continue
         try:
             prompt = fixed
@@ -277,7 +256,7 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: 
     index = {id(r): i for i, (r, _) in enumerate(ok)}
     for row, txt in texts:
         row.cosine = float(embeds[index[id(row)]] @ txt.to(embeds.device))
-        row.score = float(apply_scale(torch.tensor(row.cosine), args.scale, factor))
+        row.score = float(apply_scale(torch.tensor(row.cosine), opts.scale, factor))
     if head is not None:
         with torch.inference_mode():
             values = head(embeds).tolist()
@@ -286,18 +265,18 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, args, head, factor: 
     return rows
 
 
-def _rank(rows: list[_Row], args) -> None:
+def _rank(rows: list[_Row], rank_by: RankBy, scale: Scale) -> None:
     """Rank within each prompt (1 = best; by cosine for CLIP scores, so clamped ties still order; then by
     path order), and on ``logit`` the softmax over the prompt's images."""
-    key = (lambda r: r.cosine) if args.rank_by == "score" else (lambda r: r.aesthetic)
+    key = (lambda r: r.cosine) if rank_by == "score" else (lambda r: r.aesthetic)
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         if key(row) is not None:
-            groups.setdefault(row.prompt if args.rank_by == "score" else "", []).append(i)
+            groups.setdefault(row.prompt if rank_by == "score" else "", []).append(i)
     for members in groups.values():
         for rank, i in enumerate(sorted(members, key=lambda i: (-key(rows[i]), i)), start=1):
             rows[i].rank = rank
-    if args.scale == "logit":
+    if scale == "logit":
         by_prompt: dict[str, list[_Row]] = {}
         for row in rows:
             if row.score is not None:
@@ -308,29 +287,29 @@ def _rank(rows: list[_Row], args) -> None:
                 row.probability = p
 
 
-def _passes(row: _Row, args) -> bool:
-    value = row.score if args.rank_by == "score" else row.aesthetic
+def _passes(row: _Row, opts: ScoreOptions) -> bool:
+    value = row.score if opts.rank_by == "score" else row.aesthetic
     if value is None or row.rank is None:
         return False
-    if args.min_score is not None and value < args.min_score:
+    if opts.min_score is not None and value < opts.min_score:
         return False
-    return args.top_per_prompt is None or row.rank <= args.top_per_prompt
+    return opts.top_per_prompt is None or row.rank <= opts.top_per_prompt
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-def _write(rows: list[_Row], args, name: str, with_aesthetic: bool) -> None:
-    columns = list(CSV_COLUMNS) + (["probability"] if args.scale == "logit" else []) + (["aesthetic"] if with_aesthetic else [])
-    with csv_output(args.out) as out:
+def _write(rows: list[_Row], out_path: str, scale: Scale, name: str, with_aesthetic: bool) -> None:
+    columns = list(CSV_COLUMNS) + (["probability"] if scale == "logit" else []) + (["aesthetic"] if with_aesthetic else [])
+    with csv_output(out_path) as out:
         out.writer.writerow(columns)
         for r in rows:
             truncated = "" if r.truncated is None else ("yes" if r.truncated else "no")
             error = r.error or "; ".join(f"note: {n}" for n in r.notes)
             line = [out.path(r.path), out.cell(r.prompt), _fmt(r.score), out.cell(name), out.cell(error),
                     "" if r.rank is None else r.rank, truncated]
-            if args.scale == "logit":
+            if scale == "logit":
                 line.append(_fmt(r.probability))
             if with_aesthetic:
                 line.append(_fmt(r.aesthetic))
@@ -340,10 +319,10 @@ def _stats(values: list[float]) -> str:
     return f"mean {sum(values) / len(values):.6f}, min {min(values):.6f}, max {max(values):.6f}"
 
 
-def _summary(rows: list[_Row], args, copied) -> None:
-    stream = sys.stderr if args.out == "-" else sys.stdout
+def _summary(rows: list[_Row], opts: ScoreOptions, copied) -> None:
+    stream = sys.stderr if opts.out == "-" else sys.stdout
     total = len(rows)
-    prompted = args.prompt is not None or args.prompts_from_metadata
+    prompted = opts.has_prompt
     scores = [r.score for r in rows if r.score is not None]
     aesthetic = [r.aesthetic for r in rows if r.aesthetic is not None]
     done = len(scores) if prompted else len(aesthetic)
@@ -352,7 +331,7 @@ def _summary(rows: list[_Row], args, copied) -> None:
     if failed:
         line += f" ({failed} failed: see the error column)"
     if scores:
-        line += f": {_stats(scores)} ({args.scale})"
+        line += f": {_stats(scores)} ({opts.scale})"
     if aesthetic:
         line += f"{'; aesthetic' if scores else ':'} {_stats(aesthetic)}" + ("" if scores else " (aesthetic)")
     truncated = sum(1 for r in rows if r.truncated and r.score is not None)
@@ -360,7 +339,7 @@ def _summary(rows: list[_Row], args, copied) -> None:
         line += f"; {truncated} scored with a prompt truncated to 75 tokens"
     if copied is not None:
         passing, result = copied
-        line += f"; {passing} passed, copied {result.copied} to {args.copy_to}"
+        line += f"; {passing} passed, copied {result.copied} to {opts.copy_to}"
         if result.already_there:
             line += f" ({result.already_there} already there)"
-    print(line + (f" -> {args.out}" if args.out != "-" else ""), file=stream)
+    print(line + (f" -> {opts.out}" if opts.out != "-" else ""), file=stream)

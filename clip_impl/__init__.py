@@ -21,11 +21,12 @@ from .scoring import (
 )
 from .text import EncodedText, EncodeSettings, PromptChunks, encode_prompt, prompt_chunks
 from .weights import ModelFileError, apply_loras, load_clip, read_lora
-from .a1111 import parse_infotext, translate
+from .a1111 import ScheduledEncoding, ScheduledEntry, encode_scheduled, parse_infotext, translate
 
 __all__ = [
     "load_clip", "ClipModel", "ModelFileError", "read_lora", "apply_loras",
     "EncodeSettings", "EncodedText", "encode_prompt", "PromptChunks", "prompt_chunks",
     "FAMILIES", "layer_table", "parse_infotext", "translate",
+    "encode_scheduled", "ScheduledEncoding", "ScheduledEntry",
     "score_images", "SimilarityResult", "classify_images", "AestheticHead", "load_head", "aesthetic_scores",
 ]

@@ -23,8 +23,10 @@ Translations (one function each below; the nodes, the CLI, the web page and the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-APPLIES_TO = ("both", "clip_l", "clip_g")
+AppliesTo = Literal["both", "clip_l", "clip_g"]
+APPLIES_TO: tuple[AppliesTo, ...] = get_args(AppliesTo)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class LayerChoice:
         return f"{TOWER_LABELS.get(tower, tower)} layer {self.layer}/{self.num_layers} ({norm})"
 
 
-def clip_skip_range(family: Family, tower_layers: dict[str, int], applies_to: str = "both") -> tuple[int, int]:
+def clip_skip_range(family: Family, tower_layers: dict[str, int], applies_to: AppliesTo = "both") -> tuple[int, int]:
     """(lowest, highest) clip_skip allowed: from -1 where native is the penultimate, up to layer 1."""
     used = _skipped_towers(family, applies_to)
     low = -1 if family.native_from_end >= 1 else 0
@@ -77,7 +79,7 @@ def clip_skip_range(family: Family, tower_layers: dict[str, int], applies_to: st
     return low, high
 
 
-def _skipped_towers(family: Family, applies_to: str) -> tuple[str, ...]:
+def _skipped_towers(family: Family, applies_to: AppliesTo) -> tuple[str, ...]:
     if applies_to not in APPLIES_TO:
         raise ValueError(f"clip_skip_applies_to={applies_to!r}; use one of {', '.join(APPLIES_TO)}")
     if applies_to == "both" or family.name != "sdxl":
@@ -86,7 +88,7 @@ def _skipped_towers(family: Family, applies_to: str) -> tuple[str, ...]:
 
 
 def resolve_layers(
-    family: Family, tower_layers: dict[str, int], clip_skip: int, applies_to: str = "both"
+    family: Family, tower_layers: dict[str, int], clip_skip: int, applies_to: AppliesTo = "both"
 ) -> dict[str, LayerChoice]:
     """The layer per tower for ``clip_skip`` (towers outside ``applies_to`` keep their native layer)."""
     low, high = clip_skip_range(family, tower_layers, applies_to)
@@ -134,7 +136,7 @@ class Translation:
     """Another tool's clip-skip setting in our terms: ``clip_skip`` for ``applies_to``, and why (``note``)."""
 
     clip_skip: int
-    applies_to: str = "both"
+    applies_to: AppliesTo = "both"
     note: str = ""
 
 

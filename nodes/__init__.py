@@ -34,8 +34,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ClipSuiteA1111Parameters": "A1111 Parameters (CLIP Suite)",
 }
 
-# The web extension's tokenizer route, inside a running ComfyUI server (a no-op anywhere else).
+# Inside ComfyUI, importing the pack registers the web extension's tokenizer route and the models/aesthetic
+# folder with ComfyUI (a no-op anywhere else: tests, scripts and the CLI import the nodes without side effects).
 from . import host  # noqa: E402
 
-host.register_routes()
-host.register_aesthetic_folder()  # models/aesthetic in ComfyUI's folder_paths (a no-op outside ComfyUI)
+host.register_with_comfyui()

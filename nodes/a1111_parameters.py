@@ -14,8 +14,8 @@ from ..clip_impl.clip_skip import APPLIES_TO
 from ..clip_impl.images import a1111_parameters
 from ..clip_impl.a1111 import INFOTEXT_FAMILIES, parse_infotext, translate
 from . import common, host
+from .common import NO_FILE, Output
 
-NO_IMAGE = "none"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -62,24 +62,24 @@ class ClipSuiteA1111Parameters:
         "every field read and every translation."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("STRING", "STRING", "INT", list(APPLIES_TO), list(WEIGHTINGS), list(CHUNKINGS), "INT", "FLOAT",
-                    "INT", "INT", "INT", "STRING", "STRING")
-    RETURN_NAMES = ("positive", "negative", "clip_skip", "clip_skip_applies_to", "weighting", "chunking", "steps",
-                    "cfg", "seed", "width", "height", "lora_tags", "report")
-    OUTPUT_TOOLTIPS = (
-        "The prompt as A1111 encoded it (schedules, AND and <lora:...> tags kept: our encoders resolve them).",
-        "The negative prompt ('' when the infotext has none).",
-        "CLIP skip in CLIP Suite's convention for the chosen family (A1111 'Clip skip 2' on SD1.x = 1).",
-        "Which SDXL towers clip_skip applies to.",
-        "From Emphasis: Original (or absent) = a1111, No norm = a1111_no_norm, None = none.",
-        "Always a1111: A1111's chunking with comma backtrack.",
-        "Sampling steps (feed the encoders' steps and the KSampler's).",
-        "CFG scale.",
-        "Seed.",
-        "Image width.",
-        "Image height.",
-        "The LoRA tags of the prompt, one name:weight a line: load them with a LoRA loader.",
-        "What was read and every translation made, one per line; unreadable fields are named.",
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        Output("STRING", "positive",
+               "The prompt as A1111 encoded it (schedules, AND and <lora:...> tags kept: our encoders resolve them)."),
+        Output("STRING", "negative", "The negative prompt ('' when the infotext has none)."),
+        Output("INT", "clip_skip",
+               "CLIP skip in CLIP Suite's convention for the chosen family (A1111 'Clip skip 2' on SD1.x = 1)."),
+        Output(list(APPLIES_TO), "clip_skip_applies_to", "Which SDXL towers clip_skip applies to."),
+        Output(list(WEIGHTINGS), "weighting",
+               "From Emphasis: Original (or absent) = a1111, No norm = a1111_no_norm, None = none."),
+        Output(list(CHUNKINGS), "chunking", "Always a1111: A1111's chunking with comma backtrack."),
+        Output("INT", "steps", "Sampling steps (feed the encoders' steps and the KSampler's)."),
+        Output("FLOAT", "cfg", "CFG scale."),
+        Output("INT", "seed", "Seed."),
+        Output("INT", "width", "Image width."),
+        Output("INT", "height", "Image height."),
+        Output("STRING", "lora_tags",
+               "The LoRA tags of the prompt, one name:weight a line: load them with a LoRA loader."),
+        common.report_output("What was read and every translation made, one per line; unreadable fields are named."),
     )
     FUNCTION = "read"
 
@@ -99,17 +99,17 @@ class ClipSuiteA1111Parameters:
                 }),
             },
             "optional": {
-                "image": ([NO_IMAGE] + input_images(), {
-                    "default": NO_IMAGE, "image_upload": True,
+                "image": ([NO_FILE] + input_images(), {
+                    "default": NO_FILE, "image_upload": True,
                     "tooltip": "An image in ComfyUI's input folder (upload one here, as in Load Image): its "
                                "A1111 'parameters' metadata is read when the parameters text is empty.",
                 }),
             },
         }
 
-    def read(self, parameters, family, image=NO_IMAGE):
+    def read(self, parameters, family, image=NO_FILE):
         text, source = parameters, "pasted parameters"
-        if not parameters.strip() and image and image != NO_IMAGE:
+        if not parameters.strip() and image and image != NO_FILE:
             text, source = read_image_parameters(image), f"image {image}"
         s = translate(parse_infotext(text), family)
         report = "\n".join([f"source: {source}"] + s.report)

@@ -8,7 +8,7 @@ model folder (``host.aesthetic_heads``); a loaded head is kept until its file ch
 
 from __future__ import annotations
 
-from . import common
+from . import common, host
 from .aesthetic_heads import HEAD_TOOLTIP, head_choices, run_aesthetic
 from .similarity import IMAGES_TOOLTIP, scoring_clip
 
@@ -25,18 +25,14 @@ class ClipSuiteAestheticScore:
     DESCRIPTION = (
         "Scores every image of a batch with a LAION aesthetic predictor (no prompt): a small head on the "
         "normalised CLIP image embedding, trained on human ratings (about 1..10). v1 heads are one linear layer "
-        "(ViT-B/32 or ViT-L/14), the improved v2 head an MLP on ViT-L/14. Put the head files in models/aesthetic. "
+        f"(ViT-B/32 or ViT-L/14), the improved v2 head an MLP on ViT-L/14. Put the head files in {host.AESTHETIC_DIR}. "
         "'scores' is a list output, one FLOAT per image in batch order, like the similarity node's."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("FLOAT", "FLOAT", "INT", "STRING")
-    RETURN_NAMES = ("scores", "mean", "best_index", "report")
-    OUTPUT_IS_LIST = (True, False, False, False)
-    OUTPUT_TOOLTIPS = (
-        "One aesthetic score per image, in batch order (a list: nodes fed by it run once per score).",
-        "The mean aesthetic score of the batch.",
-        "The index in the batch (from 0) of the highest score, the first one on ties.",
-        "A report: head, model, summary and each image's score.",
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        *common.batch_score_outputs(
+            "aesthetic score", best="the highest score", report="A report: head, model, summary and each image's score."
+        )
     )
     FUNCTION = "score"
     OUTPUT_NODE = True

@@ -11,13 +11,12 @@ import threading
 from ..clip_impl.scoring import AestheticHead, AestheticResult, aesthetic_scores, load_head
 from . import host
 
-NO_HEAD = "none"
 _HEADS: dict[str, tuple[tuple, AestheticHead]] = {}  # path -> ((mtime, size), head)
 _HEADS_LOCK = threading.Lock()
 _MAX_HEADS = 8
 
 HEAD_TOOLTIP = (
-    "A LAION aesthetic predictor head from the models/aesthetic folder (.pth, .pt or .safetensors): v1 "
+    f"A LAION aesthetic predictor head from the {host.AESTHETIC_DIR} folder (.pth, .pt or .safetensors): v1 "
     "sa_0_4_vit_{b_32,l_14}_linear.pth (one linear layer) or v2 sac+logos+ava1-l14-linearMSE.pth (MLP). "
     "Scores are about 1..10 (higher = people like it more), on the normalised CLIP image embedding."
 )
@@ -56,4 +55,4 @@ def run_aesthetic(hosted: host.HostedClip, images, head_name: str) -> AestheticR
 
 def head_choices() -> list[str]:
     """The head files for a combo input (ComfyUI needs at least one entry to show the widget)."""
-    return host.aesthetic_heads() or ["(no files in models/aesthetic)"]
+    return host.aesthetic_heads() or [f"(no files in {host.AESTHETIC_DIR})"]

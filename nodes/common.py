@@ -1,9 +1,13 @@
-"""What the node classes share: input specs with tooltips (in other tools' units), and status lines.
+"""What the node classes share: input specs with tooltips (in other tools' units), output declarations, and
+status lines.
 
 No host imports here: this is plain data and formatting, tested without ComfyUI.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from ..clip_impl.text import CHUNKINGS, EMPTY_PROMPT_MODES, MAX_COMMA_BACKTRACK, POOLED_MODES, WEIGHTINGS, EncodedText
 from ..clip_impl.clip_skip import APPLIES_TO, FAMILIES, TOWER_LABELS, from_set_last_layer
@@ -13,6 +17,8 @@ CATEGORY = "CLIP Suite"
 CLIP_TYPES = "CLIP_SUITE,CLIP"  # ComfyUI accepts either type on a comma-separated input
 CLIP_SKIP_MIN, CLIP_SKIP_MAX = -1, 30  # widget range; each model's range is checked when the node runs
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION, as CLIPTextEncodeSDXL uses it
+NoFile = Literal["none"]
+NO_FILE: NoFile = "none"  # the first choice of an optional file list (model_2, image, aesthetic_head): no file
 
 CLIP_TOOLTIP = (
     "The text encoder: from 'Load CLIP (CLIP Suite)', or ComfyUI's own CLIP (Load Checkpoint, Load CLIP, "
@@ -75,6 +81,58 @@ SIZE_TOOLTIPS = {
     "target_height": "SDXL target size, as CLIPTextEncodeSDXL's target_height (diffusers target_size).",
 }
 SIZE_DEFAULTS = {"width": 1024, "height": 1024, "crop_w": 0, "crop_h": 0, "target_width": 1024, "target_height": 1024}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One node output: its ComfyUI type (a type name, or a list of choices for a combo output), its name, its
+    tooltip, and whether it is a list output (one value per item; the nodes fed by it run once per value)."""
+
+    type: str | list[str]
+    name: str
+    tooltip: str
+    is_list: bool = False
+
+
+class DeclaredOutputs(NamedTuple):
+    """ComfyUI's four output attributes, one entry per output, in order."""
+
+    RETURN_TYPES: tuple
+    RETURN_NAMES: tuple[str, ...]
+    OUTPUT_TOOLTIPS: tuple[str, ...]
+    OUTPUT_IS_LIST: tuple[bool, ...]
+
+
+def declare_outputs(*outputs: Output) -> DeclaredOutputs:
+    """A node's outputs, each declared once; in a class body:
+    ``RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = declare_outputs(Output(...), ...)``."""
+    return DeclaredOutputs(
+        tuple(o.type for o in outputs),
+        tuple(o.name for o in outputs),
+        tuple(o.tooltip for o in outputs),
+        tuple(o.is_list for o in outputs),
+    )
+
+
+def scores_output(tooltip: str) -> Output:
+    """``scores``: one FLOAT per image, a list output (the web extension shows it on the scoring nodes)."""
+    return Output("FLOAT", "scores", tooltip, is_list=True)
+
+
+def report_output(tooltip: str) -> Output:
+    """``report``: the text a node also shows on itself."""
+    return Output("STRING", "report", tooltip)
+
+
+def batch_score_outputs(score: str, best: str, report: str) -> tuple[Output, ...]:
+    """``scores``, ``mean``, ``best_index``, ``report``: the outputs of a node that scores every image of a batch.
+    ``score`` names one score ("score", "aesthetic score"); ``best`` says which image best_index points at."""
+    return (
+        scores_output(f"One {score} per image, in batch order (a list: nodes fed by it run once per score)."),
+        Output("FLOAT", "mean", f"The mean {score} of the batch."),
+        Output("INT", "best_index", f"The index in the batch (from 0) of {best}, the first one on ties."),
+        report_output(report),
+    )
 
 
 def text_input(tooltip: str) -> tuple:

@@ -35,7 +35,8 @@ from .hosting.standalone import EMBEDDINGS_ENV, INPUT_ENV, StandaloneHost
 
 __all__ = [
     "DEVICES", "DIFFUSERS_FOLDER", "EMBEDDINGS_ENV", "INPUT_ENV", "MODEL_FOLDERS", "READABLE_SUFFIXES", "ComfyHost",
-    "DeviceCache", "Host", "HostedClip", "StandaloneHost", "get_host", "in_comfyui", "register_routes", "set_host",
+    "DeviceCache", "Host", "HostedClip", "StandaloneHost", "get_host", "in_comfyui", "register_routes",
+    "register_with_comfyui", "set_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -299,8 +300,10 @@ def register_routes() -> bool:
 # ----------------------------------------------------------------------------------- aesthetic heads
 # The ``aesthetic`` model folder (LAION aesthetic predictor heads) for the Aesthetic Score node and Keep
 # Best: ``models/aesthetic`` in ComfyUI (registered with folder_paths, so extra_model_paths.yaml can add
-# folders), ``$CLIP_SUITE_MODELS/aesthetic`` standalone.
+# folders), ``$CLIP_SUITE_MODELS/aesthetic`` standalone. The one definition of its name: the nodes' tooltips
+# and messages name it as AESTHETIC_DIR.
 AESTHETIC_FOLDER = "aesthetic"
+AESTHETIC_DIR = f"models/{AESTHETIC_FOLDER}"
 AESTHETIC_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -341,3 +344,11 @@ def aesthetic_head_path(name: str) -> str:
         f"aesthetic head {name!r} is not in the aesthetic folders ({where}); put the .pth/.safetensors file there "
         "(e.g. sac+logos+ava1-l14-linearMSE.pth) and refresh"
     )
+
+
+def register_with_comfyui() -> None:
+    """Everything the pack hangs on ComfyUI when ComfyUI imports it: the web extension's tokenizer route
+    (:func:`register_routes`) and the ``aesthetic`` model folder (:func:`register_aesthetic_folder`).
+    A no-op outside ComfyUI; calling it again (the pack imported twice) adds nothing twice."""
+    register_routes()
+    register_aesthetic_folder()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from ..clip_impl.weights import ARCHITECTURES, PRECISIONS
 from . import host
-from .common import CATEGORY
-
-NONE = "none"
+from .common import CATEGORY, NO_FILE, Output, declare_outputs
 
 
 class ClipSuiteLoader:
@@ -19,9 +17,10 @@ class ClipSuiteLoader:
         "Loading the same file twice shares one set of weights; ComfyUI's model management moves them."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("CLIP_SUITE",)
-    RETURN_NAMES = ("clip",)
-    OUTPUT_TOOLTIPS = ("The loaded text encoders, for CLIP Suite's encoders (ComfyUI's own nodes do not take it).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = declare_outputs(
+        Output("CLIP_SUITE", "clip",
+               "The loaded text encoders, for CLIP Suite's encoders (ComfyUI's own nodes do not take it)."),
+    )
     FUNCTION = "load"
 
     @classmethod
@@ -33,7 +32,7 @@ class ClipSuiteLoader:
                     "A file from ComfyUI's model folders, as folder/name: checkpoints/ (what Load Checkpoint reads), "
                     "text_encoders/ (also models/clip; what Load CLIP and DualCLIPLoader read), clip_vision/, or a "
                     "diffusers/ pipeline folder.")}),
-                "model_2": ([NONE] + choices, {"default": NONE, "tooltip": (
+                "model_2": ([NO_FILE] + choices, {"default": NO_FILE, "tooltip": (
                     "A second file: SDXL's clip_g next to clip_l (like DualCLIPLoader with type sdxl), or a "
                     "clip_vision file of the same CLIP as the text encoder (for scoring). none: only model.")}),
                 "architecture": (list(ARCHITECTURES), {"default": "auto", "tooltip": (
@@ -52,7 +51,7 @@ class ClipSuiteLoader:
 
     def load(self, model, model_2, architecture, precision, device):
         h = host.get_host()
-        paths = [h.resolve_model(model)] + ([h.resolve_model(model_2)] if model_2 != NONE else [])
+        paths = [h.resolve_model(model)] + ([h.resolve_model(model_2)] if model_2 != NO_FILE else [])
         # A clip_vision file must give a vision tower; a full CLIP file brings its own ("auto").
         with_vision = True if any(c.startswith("clip_vision/") for c in (model, model_2)) else "auto"
         hosted = h.load(paths, architecture, precision, device, with_vision=with_vision)

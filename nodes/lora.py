@@ -44,9 +44,9 @@ class ClipSuiteLoraLoader:
         "nodes for several LoRAs. For ComfyUI's own CLIP, use LoraLoader and connect its CLIP to our encoders."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("CLIP_SUITE",)
-    RETURN_NAMES = ("clip",)
-    OUTPUT_TOOLTIPS = ("The text encoders with the LoRA applied (the input is left unchanged).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.Output("CLIP_SUITE", "clip", "The text encoders with the LoRA applied (the input is left unchanged)."),
+    )
     FUNCTION = "apply"
 
     @classmethod

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from ..clip_impl.text import WEIGHTINGS, describe_chunks, prompt_chunks
+from typing import Literal
+
+from ..clip_impl.text import WEIGHTINGS, Chunking, Weighting, describe_chunks, prompt_chunks
 from ..clip_impl.tokenizer import get_tokenizer
 from . import common, host
 
-AUTO_WEIGHTING = "auto"  # the weighting that goes with the chunking (comfy -> comfy, a1111 -> a1111)
+AutoWeighting = Literal["auto"]
+AUTO_WEIGHTING: AutoWeighting = "auto"  # the weighting that goes with the chunking (comfy -> comfy, a1111 -> a1111)
 WEIGHTING_TOOLTIP = (
     "The weighting the encoder uses (its syntax decides how brackets and embeddings are read). auto: the one "
     "that goes with chunking (comfy chunking: comfy weighting; a1111 chunking: a1111 weighting)."
@@ -14,7 +17,11 @@ WEIGHTING_TOOLTIP = (
 
 
 def token_report(
-    text: str, chunking: str = "comfy", comma_backtrack: int = 20, embeddings=None, weighting: str = AUTO_WEIGHTING
+    text: str,
+    chunking: Chunking = "comfy",
+    comma_backtrack: int = 20,
+    embeddings=None,
+    weighting: Weighting | AutoWeighting = AUTO_WEIGHTING,
 ) -> str:
     """Counts per chunk, where each chunk ends, and its tokens (word pieces, weights other than 1 shown).
 
@@ -51,9 +58,9 @@ class ClipSuitePromptTokens:
         "embedding from the embeddings folder counts as its number of vectors."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("report",)
-    OUTPUT_TOOLTIPS = ("The report: chunks with their tokens and counts (one line per chunk, then its tokens).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.report_output("The report: chunks with their tokens and counts (one line per chunk, then its tokens)."),
+    )
     FUNCTION = "report"
     OUTPUT_NODE = True
 

@@ -15,7 +15,7 @@ import torch
 
 from ..clip_impl.scoring import SCALES, AestheticResult, SimilarityResult, score_images, scoring_towers
 from . import common, host
-from .aesthetic_heads import NO_HEAD, head_choices, run_aesthetic
+from .aesthetic_heads import head_choices, run_aesthetic
 
 MAX_TOP_K = 4096  # EmptyImage's largest batch
 MIN_SCORE_RANGE = (-1.0, 100.0)  # cosine's lowest value .. clipscore_100's highest
@@ -53,7 +53,7 @@ MIN_SCORE_TOOLTIP = (
     "node's outputs are skipped (e.g. no Save Image), without an error."
 )
 AESTHETIC_HEAD_TOOLTIP = (
-    "none (default): rank by the CLIP score of text on scale. A head file from models/aesthetic (LAION "
+    f"none (default): rank by the CLIP score of text on scale. A head file from {host.AESTHETIC_DIR} (LAION "
     "aesthetic predictor v1/v2): rank by its aesthetic score instead (no prompt: text and scale are not used; "
     "min_score is in the head's units, about 1..10). The clip must be the CLIP the head was trained on "
     "(ViT-L/14 for v2)."
@@ -119,14 +119,11 @@ class ClipSuiteImageTextSimilarity:
         "order, so a node fed by it runs once per image."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("FLOAT", "FLOAT", "INT", "STRING")
-    RETURN_NAMES = ("scores", "mean", "best_index", "report")
-    OUTPUT_IS_LIST = (True, False, False, False)
-    OUTPUT_TOOLTIPS = (
-        "One score per image, in batch order (a list: nodes fed by it run once per score).",
-        "The mean score of the batch.",
-        "The index in the batch (from 0) of the best image: highest cosine, the first one on ties.",
-        "A report: prompt as scored, summary, each image's score and cosine, notes (e.g. truncation).",
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        *common.batch_score_outputs(
+            "score", best="the best image: highest cosine",
+            report="A report: prompt as scored, summary, each image's score and cosine, notes (e.g. truncation).",
+        )
     )
     FUNCTION = "score"
     OUTPUT_NODE = True  # shows the scores even when nothing takes its outputs
@@ -164,12 +161,10 @@ class ClipSuiteSelectBest:
         "score instead of the prompt."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("images", "scores")
-    OUTPUT_IS_LIST = (False, True)
-    OUTPUT_TOOLTIPS = (
-        "The kept images as one batch, best first (skipped downstream when none reaches min_score).",
-        "The kept images' scores, best first (a list, one FLOAT per kept image).",
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.Output("IMAGE", "images",
+                      "The kept images as one batch, best first (skipped downstream when none reaches min_score)."),
+        common.scores_output("The kept images' scores, best first (a list, one FLOAT per kept image)."),
     )
     FUNCTION = "select"
     OUTPUT_NODE = True  # shows which images it keeps even when nothing takes its outputs
@@ -190,14 +185,16 @@ class ClipSuiteSelectBest:
                 "scale": (list(SCALES), {"default": "clipscore_100", "tooltip": SCALE_TOOLTIP}),
             },
             "optional": {
-                "aesthetic_head": ([NO_HEAD] + head_choices(), {"default": NO_HEAD, "tooltip": AESTHETIC_HEAD_TOOLTIP}),
+                "aesthetic_head": (
+                    [common.NO_FILE] + head_choices(), {"default": common.NO_FILE, "tooltip": AESTHETIC_HEAD_TOOLTIP}
+                ),
             },
         }
 
-    def select(self, clip, images, text, top_k, min_score, scale, aesthetic_head=NO_HEAD):
+    def select(self, clip, images, text, top_k, min_score, scale, aesthetic_head=common.NO_FILE):
         if top_k < 1:
             raise ValueError(f"top_k={top_k}; keep at least 1 image")
-        if aesthetic_head and aesthetic_head != NO_HEAD:
+        if aesthetic_head and aesthetic_head != common.NO_FILE:
             result = run_aesthetic(scoring_clip(clip), images, aesthetic_head)
         else:
             result = run_scoring(clip, images, text, scale)

@@ -1,7 +1,9 @@
 """``ClipSuiteTextEncode`` and ``ClipSuiteTextEncodeSDXL``: prompts to CONDITIONING with CLIP skip.
 
-The node methods only convert inputs to :class:`EncodeSettings`, call ``encode_prompt`` and package the
-result as ComfyUI's samplers take it: ``[[cond (1, 77*chunks, C), {"pooled_output": (1, P), ...}]]``.
+The node methods only convert inputs to :class:`EncodeSettings`; :func:`run_encode` hands the prompt to the
+library's one scheduled encode (``encode_scheduled``: A1111 tags, AND and schedules resolved, each distinct
+text encoded once) with the host's model, cache and embeddings, and packages the entries as ComfyUI's
+samplers take them: ``[[cond (1, 77*chunks, C), {"pooled_output": (1, P), ...}]]``.
 Embedding references resolve in the host's embeddings folders (ComfyUI's ``models/embeddings``).
 """
 
@@ -10,15 +12,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..clip_impl.clip_skip import FAMILIES, layer_table
-from ..clip_impl.text import EncodeSettings, encode_prompt
-from ..clip_impl.a1111 import and_note, plan_prompt, step_percents
+from ..clip_impl.text import EncodeSettings
+from ..clip_impl.a1111 import ScheduledEncoding, encode_scheduled
 from . import common, host
 
 _CONDITIONING_TOOLTIP = "Conditioning for KSampler's positive or negative input (as CLIPTextEncode's)."
 
 
-def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = None, families=None):
-    """Encode with the host: (EncodedText with cond/pooled on ComfyUI's intermediate device, status text)."""
+def run_encode(clip, text: str, settings: EncodeSettings, steps: int = 0, scheduler: str = "normal",
+               text_l: str | None = None, families=None) -> tuple[ScheduledEncoding, str]:
+    """Encode with the host: the host's model (refused unless its family is in ``families``) through
+    :func:`encode_scheduled`. Returns (the ScheduledEncoding with every cond (1, 77*chunks, C) and pooled
+    (1, P) on ComfyUI's intermediate device, status text: the first entry's encoding and host notes, then
+    the schedule lines)."""
     h = host.get_host()
     hosted = h.clip_for(clip)
     family = hosted.model.family
@@ -28,63 +34,34 @@ def run_encode(clip, text: str, settings: EncodeSettings, text_l: str | None = N
             "Use 'CLIP Text Encode (CLIP skip, long prompts)' for other models"
         )
     h.prepare(hosted)
-    out = encode_prompt(
-        hosted.model, text, settings, text_l=text_l, cache=h.chunk_cache(hosted), embeddings=h.embedding_library()
-    )
-    out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
+    result = encode_scheduled(hosted.model, text, settings, steps, scheduler, text_l=text_l,
+                              cache=h.chunk_cache(hosted), embeddings=h.embedding_library())
+    for out in result.encoded.values():  # once per distinct text, so its entries keep sharing one tensor
+        out.cond, out.pooled = h.output(out.cond), h.output(out.pooled)
     notes = [common.native_layer_note(hosted.native_layer, family.name, settings.clip_skip), *hosted.notes]
-    if text_l and family.name != "sdxl":
+    if result.entries[0].text_l and family.name != "sdxl":
         notes.append(f"text_l is unused: {family.label} has no CLIP-L")
-    return out, common.status_text(out, settings.clip_skip, family.label, notes)
+    status = common.status_text(result.first, settings.clip_skip, family.label, notes)
+    return result, "\n".join([status, *result.status_lines])
 
 
 def encode_planned(clip, text: str, settings: EncodeSettings, steps: int, scheduler: str, text_l: str | None = None,
                    families=None, extra: dict | None = None):
-    """A1111 prompts: tags, AND and (steps > 0) schedules resolved, each distinct text encoded once with
-    :func:`run_encode`. Returns (conditioning list, first EncodedText, status text).
+    """A1111 prompts: tags, AND and (steps > 0) schedules resolved, each distinct text encoded once
+    (:func:`run_encode`). Returns (conditioning list, first EncodedText, status text).
 
     Entries carry ``start_percent``/``end_percent`` (as ConditioningSetTimestepRange writes them) when they
     cover part of the steps, and ``strength`` (= the AND weight) when the prompt is composed with AND."""
-    plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l)
-    percents = None
-    if plan.scheduled:  # sigmas only for prompts that need timestep ranges
-        percents = step_percents(scheduler, steps)
-        if len(percents) - 1 != steps:  # e.g. ddim_uniform runs 31 steps for 30
-            plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l,
-                               sampler_steps=len(percents) - 1)
-    encoded, conditioning, first_status = {}, [], None
-    for entry in plan.entries:
-        key = (entry.text, entry.text_l)
-        if key not in encoded:
-            encoded[key] = run_encode(clip, entry.text, settings, text_l=entry.text_l, families=families)
-        out, status = encoded[key]
-        first_status = first_status or status
-        options = {"pooled_output": out.pooled, **(extra or {})}
-        if percents is not None and (entry.start_step > 0 or entry.end_step < plan.steps):
-            options["start_percent"], options["end_percent"] = percents[entry.start_step], percents[entry.end_step]
-        if len(plan.weights) > 1 or entry.weight != 1.0:
-            options["strength"] = entry.weight
-        conditioning.append([out.cond, options])
-    first = encoded[(plan.entries[0].text, plan.entries[0].text_l)][0]
-    return conditioning, first, _plan_status(first_status, plan, scheduler, steps)
-
-
-def _plan_status(status: str, plan, scheduler: str, steps: int) -> str:
-    lines = [status]
-    if plan.scheduled:
-        texts = len({(e.text, e.text_l) for e in plan.entries})
-        lines.append(f"schedule: {texts} prompt{'s' if texts != 1 else ''} over {steps} steps ({scheduler}), "
-                     f"{len(plan.entries)} entries")
-        if plan.steps != steps:
-            lines.append(f"note: scheduler {scheduler} runs {plan.steps} steps for steps={steps}; "
-                         "steps past A1111's last use its last text")
-        for e in plan.entries[:12]:
-            shown = e.text if len(e.text) <= 60 else e.text[:57] + "..."
-            lines.append(f"  steps {e.start_step}-{e.end_step - 1}: {shown!r}")
-        if len(plan.entries) > 12:
-            lines.append(f"  ... {len(plan.entries) - 12} more entries")
-    lines += [f"note: {n}" for n in plan.notes + [and_note(plan.weights)] if n]
-    return "\n".join(lines)
+    result, status = run_encode(clip, text, settings, steps, scheduler, text_l=text_l, families=families)
+    conditioning = []
+    for entry in result.entries:
+        options = {"pooled_output": entry.encoded.pooled, **(extra or {})}
+        if entry.start_percent is not None:
+            options["start_percent"], options["end_percent"] = entry.start_percent, entry.end_percent
+        if entry.strength is not None:
+            options["strength"] = entry.strength
+        conditioning.append([entry.encoded.cond, options])
+    return conditioning, result.first, status
 
 
 def web_info(out, settings: EncodeSettings) -> dict:
@@ -108,8 +85,9 @@ class ClipSuiteTextEncode:
         "weighting. Shows the layers used, the chunk count and warnings on the node."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("CONDITIONING",)
-    OUTPUT_TOOLTIPS = (_CONDITIONING_TOOLTIP,)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.Output("CONDITIONING", "CONDITIONING", _CONDITIONING_TOOLTIP),  # named as ComfyUI names it unnamed
+    )
     FUNCTION = "encode"
 
     @classmethod
@@ -147,8 +125,9 @@ class ClipSuiteTextEncodeSDXL:
         "Adds the size conditioning (width, height, crops, target size) to the pooled output."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("CONDITIONING",)
-    OUTPUT_TOOLTIPS = (_CONDITIONING_TOOLTIP + " Carries SDXL's size conditioning.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.Output("CONDITIONING", "CONDITIONING", _CONDITIONING_TOOLTIP + " Carries SDXL's size conditioning."),
+    )
     FUNCTION = "encode"
 
     @classmethod

@@ -37,14 +37,15 @@ class ClipSuiteZeroShot:
         "report on the node shows each image's top 3 labels."
     )
     CATEGORY = common.CATEGORY
-    RETURN_TYPES = ("STRING", "FLOAT", "INT", "STRING")
-    RETURN_NAMES = ("label", "probability", "label_index", "report")
-    OUTPUT_IS_LIST = (True, True, True, False)
-    OUTPUT_TOOLTIPS = (
-        "Each image's most probable label, in batch order (a list: nodes fed by it run once per image).",
-        "That label's probability (0..1, softmax over the labels), one per image.",
-        "That label's index in the labels list (from 0), one per image.",
-        "A table of every image's top 3 labels with their probabilities, and the logit factor used.",
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(
+        common.Output("STRING", "label", is_list=True, tooltip=(
+            "Each image's most probable label, in batch order (a list: nodes fed by it run once per image).")),
+        common.Output("FLOAT", "probability", is_list=True, tooltip=(
+            "That label's probability (0..1, softmax over the labels), one per image.")),
+        common.Output("INT", "label_index", is_list=True, tooltip=(
+            "That label's index in the labels list (from 0), one per image.")),
+        common.report_output(
+            "A table of every image's top 3 labels with their probabilities, and the logit factor used."),
     )
     FUNCTION = "classify"
     OUTPUT_NODE = True  # shows the labels even when nothing takes its outputs

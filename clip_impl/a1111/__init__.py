@@ -4,13 +4,16 @@ extra-network tags, AND, and the infotext reader with its clip-skip translation 
 """
 
 from .extra_networks import NetworkTag, find_tags, strip_tags
-from .infotext import INFOTEXT_FAMILIES, A1111Settings, Infotext, parse_infotext, translate
+from .infotext import INFOTEXT_FAMILIES, A1111Settings, InfotextFamily, Infotext, parse_infotext, translate
 from .plan import PlanEntry, PromptPlan, and_note, plan_prompt, plan_report
 from .schedule import has_schedule_syntax, prompt_schedule, step_texts
-from .sigmas import SCHEDULERS, step_percents
+from .scheduled import ScheduledEncoding, ScheduledEntry, encode_scheduled, schedule_status
+from .sigmas import SCHEDULERS, Scheduler, step_percents
 
 __all__ = [
-    "NetworkTag", "find_tags", "strip_tags", "INFOTEXT_FAMILIES", "A1111Settings", "Infotext", "parse_infotext",
+    "NetworkTag", "find_tags", "strip_tags", "INFOTEXT_FAMILIES", "InfotextFamily", "A1111Settings", "Infotext",
+    "parse_infotext",
     "translate", "PlanEntry", "PromptPlan", "and_note", "plan_prompt", "plan_report", "has_schedule_syntax",
-    "prompt_schedule", "step_texts", "SCHEDULERS", "step_percents",
+    "prompt_schedule", "step_texts", "SCHEDULERS", "Scheduler", "step_percents",
+    "ScheduledEncoding", "ScheduledEntry", "encode_scheduled", "schedule_status",
 ]

@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from ..clip_skip import FAMILIES, from_a1111, from_forge
+from ..clip_skip import FAMILIES, AppliesTo, from_a1111, from_forge
+from ..text import Chunking, Weighting
 from .extra_networks import find_tags
 
 _FIELD = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _FORGE_VERSION = re.compile(r"^f\d")
-EMPHASIS_WEIGHTING = {"original": "a1111", "no norm": "a1111_no_norm", "none": "none"}
-INFOTEXT_FAMILIES = ("sd1", "sd2", "sdxl")
+EMPHASIS_WEIGHTING: dict[str, Weighting] = {"original": "a1111", "no norm": "a1111_no_norm", "none": "none"}
+InfotextFamily = Literal["sd1", "sd2", "sdxl"]
+INFOTEXT_FAMILIES: tuple[InfotextFamily, ...] = get_args(InfotextFamily)
 DEFAULTS = {"steps": 20, "cfg": 7.0, "seed": 0, "width": 512, "height": 512}  # A1111's UI defaults (seed: -1 = random)
 
 
@@ -86,9 +89,9 @@ class A1111Settings:
     positive: str
     negative: str
     clip_skip: int
-    clip_skip_applies_to: str
-    weighting: str
-    chunking: str
+    clip_skip_applies_to: AppliesTo
+    weighting: Weighting
+    chunking: Chunking
     steps: int
     cfg: float
     seed: int
@@ -114,7 +117,7 @@ def _number(info: Infotext, key: str, kind, default, report: list[str]):
         return default
 
 
-def translate(info: Infotext, family: str) -> A1111Settings:
+def translate(info: Infotext, family: InfotextFamily) -> A1111Settings:
     """Our settings for an infotext made with a model of ``family`` (sd1, sd2, sdxl)."""
     if family not in INFOTEXT_FAMILIES:
         raise ValueError(f"family={family!r}; use one of {', '.join(INFOTEXT_FAMILIES)}")

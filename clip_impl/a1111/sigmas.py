@@ -23,13 +23,15 @@ from __future__ import annotations
 import bisect
 import math
 from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-SCHEDULERS = (
+Scheduler = Literal[
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal",
-)
+]
+SCHEDULERS: tuple[Scheduler, ...] = get_args(Scheduler)
 BOUNDARY_FRACTION = 0.25  # where between two steps' log sigmas a boundary goes, from the smaller one
 
 
@@ -203,7 +205,7 @@ _HANDLERS = {
 }
 
 
-def calculate_sigmas(scheduler: str, steps: int) -> torch.Tensor:
+def calculate_sigmas(scheduler: Scheduler, steps: int) -> torch.Tensor:
     """ComfyUI's ``calculate_sigmas`` for an SD model: (steps + 1,) float32, descending, ending in 0.
 
     Some schedulers give fewer sigmas than asked for (``beta`` drops repeated timesteps) or more
@@ -236,7 +238,7 @@ def _percent_for(sigma_hi: float, sigma_lo: float) -> float | None:
     return None
 
 
-def step_percents(scheduler: str, steps: int) -> list[float]:
+def step_percents(scheduler: Scheduler, steps: int) -> list[float]:
     """``start_percent`` of each sampler step (0.0 for the first) followed by 1.0: an entry covering steps
     a..b-1 gets ``start_percent = out[a]``, ``end_percent = out[b]`` and is then the only one used at those
     steps by a sampler run with the same ``scheduler`` and ``steps`` (denoise 1, a sampler that keeps the

@@ -3,13 +3,14 @@ bounded decoding of image files with a worker-pool loader, and prompts read back
 (ComfyUI's graph or A1111's parameters).
 """
 
-from .letterbox import FITS, letterbox_images
+from .letterbox import FITS, Fit, letterbox_images
 from .loader import ImageLoader, LoadedImage, default_workers, load_images
 from .metadata import FoundPrompt, a1111_parameters, prompt_from_image
 from .preprocess import IMAGE_SUFFIXES, image_to_tensor, load_image_file, preprocess_images
 
 __all__ = [
-    "FITS", "letterbox_images", "ImageLoader", "LoadedImage", "default_workers", "load_images", "FoundPrompt",
+    "FITS", "Fit", "letterbox_images", "ImageLoader", "LoadedImage", "default_workers", "load_images",
+    "FoundPrompt",
     "a1111_parameters", "prompt_from_image", "IMAGE_SUFFIXES", "image_to_tensor", "load_image_file",
     "preprocess_images",
 ]

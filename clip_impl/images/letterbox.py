@@ -10,12 +10,15 @@ cut off, and the resized values are not rounded to 8 bits. For a square image bo
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
 from .preprocess import CLIP_MEAN, CLIP_STD, check_image_batch
 
-FITS = ("crop", "pad")  # crop: CLIP / PickScore / CLIPScore / aesthetic heads; pad: HPS v2
+Fit = Literal["crop", "pad"]  # crop: CLIP / PickScore / CLIPScore / aesthetic heads; pad: HPS v2
+FITS: tuple[Fit, ...] = get_args(Fit)
 
 
 def letterbox_images(images: torch.Tensor, size: int, device=None, dtype=torch.float32) -> torch.Tensor:

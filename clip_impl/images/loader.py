@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .letterbox import letterbox_images
+from .letterbox import Fit, letterbox_images
 from .preprocess import image_to_tensor, open_image, preprocess_images
 
 
@@ -69,7 +69,7 @@ def _warm_up() -> bool:
     return True
 
 
-def load_one(index: int, path: str, size: int, read_extra: Callable | None = None, fit: str = "crop") -> tuple:
+def load_one(index: int, path: str, size: int, read_extra: Callable | None = None, fit: Fit = "crop") -> tuple:
     """(index, pixels as a numpy array (3, S, S) or None, error, extra, notes) for one file; never raises for
     a bad image (pillow raises many exception types on malformed files: each becomes that image's error).
     ``fit``: "crop" (CLIP's centre crop, ``preprocess_images``) or "pad" (HPS v2's, ``letterbox_images``)."""
@@ -110,7 +110,7 @@ class ImageLoader:
             self._pool.submit(_warm_up)
 
     def load(
-        self, paths: list[str], size: int, read_extra: Callable | None = None, fit: str = "crop"
+        self, paths: list[str], size: int, read_extra: Callable | None = None, fit: Fit = "crop"
     ) -> Iterator[LoadedImage]:
         """Each of ``paths`` as a :class:`LoadedImage`, in order; at most ``prefetch`` images are in flight."""
         if self._pool is None:

@@ -7,7 +7,7 @@ from .aesthetic import AestheticHead, AestheticResult, aesthetic_scores, check_f
 from .file_embedding import FileEmbedding, embed_image_files, read_pixels
 from .search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .similarity import (
-    SCALES, ScoringPrompt, SimilarityResult, apply_scale, logit_factor, pixel_embeddings, prepare_prompt,
+    SCALES, Scale, ScoringPrompt, SimilarityResult, apply_scale, logit_factor, pixel_embeddings, prepare_prompt,
     score_images, scoring_towers, text_embedding,
 )
 from .zero_shot import (
@@ -18,7 +18,7 @@ from .zero_shot import (
 __all__ = [
     "AestheticHead", "AestheticResult", "aesthetic_scores", "check_fits", "load_head", "FileEmbedding",
     "embed_image_files", "read_pixels", "EmbeddingIndex", "default_index_path", "model_fingerprint", "refresh",
-    "summary_line", "SCALES", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
+    "summary_line", "SCALES", "Scale", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
     "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
     "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
     "parse_templates",

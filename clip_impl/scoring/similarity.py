@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ from ..images.preprocess import check_image_batch, preprocess_images
 from ..text.syntax import parse_prompt
 from ..tokenizer import BOS_ID, EOS_ID, get_tokenizer
 
-SCALES = ("clipscore_100", "clipscore_2_5", "cosine", "logit")
+Scale = Literal["clipscore_100", "clipscore_2_5", "cosine", "logit"]
+SCALES: tuple[Scale, ...] = get_args(Scale)
 MAX_PROMPT_TOKENS = 75
 TEXT_CACHE = ByteLRUCache(32 * 1024 * 1024)  # (tower, token ids) -> normalised text embedding (P,)
 # ComfyUI embedding references: a word starting with "embedding:" (up to a space or comma).
@@ -174,7 +176,7 @@ def logit_factor(model: ClipModel) -> tuple[float, str]:
     return factor, f"{factor:.4g} (the model's logit_scale)"
 
 
-def apply_scale(cosines: torch.Tensor, scale: str, factor: float = DEFAULT_LOGIT_FACTOR) -> torch.Tensor:
+def apply_scale(cosines: torch.Tensor, scale: Scale, factor: float = DEFAULT_LOGIT_FACTOR) -> torch.Tensor:
     """Cosine similarities -> scores on ``scale`` (see the module docstring); ``factor``: the ``logit``
     scale's factor on cosines (``logit_factor(model)[0]``)."""
     if scale == "logit":
@@ -194,7 +196,7 @@ class SimilarityResult:
 
     scores: list[float]
     cosines: list[float]
-    scale: str
+    scale: Scale
     prompt: ScoringPrompt
     model: str = ""
     notes: list[str] = field(default_factory=list)
@@ -239,7 +241,7 @@ def score_images(
     model: ClipModel,
     images: torch.Tensor,
     text: str,
-    scale: str = "clipscore_100",
+    scale: Scale = "clipscore_100",
     syntax: str = "comfy",
     batch_size: int = 8,
     cache: ByteLRUCache | None = TEXT_CACHE,

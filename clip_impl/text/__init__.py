@@ -3,14 +3,19 @@
 (:func:`prompt_chunks`), textual-inversion embeddings, and :func:`encode_prompt` on a model's towers.
 """
 
-from .chunking import CHUNKINGS, MAX_COMMA_BACKTRACK, PromptToken, TokenChunk, chunk_prompt, describe_chunks
+from .chunking import (
+    CHUNKINGS, MAX_COMMA_BACKTRACK, Chunking, PromptToken, TokenChunk, chunk_prompt, describe_chunks,
+)
 from .embeddings import EmbeddingLibrary
-from .encode import EMPTY_PROMPT_MODES, POOLED_MODES, EncodedText, EncodeSettings, encode_prompt
-from .pipeline import WEIGHTINGS, PromptChunks, prompt_chunks, weighting_syntax
+from .encode import (
+    EMPTY_PROMPT_MODES, POOLED_MODES, EmptyPromptMode, EncodedText, EncodeSettings, PooledMode, encode_prompt,
+)
+from .pipeline import WEIGHTINGS, PromptChunks, Weighting, prompt_chunks, weighting_syntax
 from .syntax import BREAK, Segment, parse_prompt
 
 __all__ = [
-    "CHUNKINGS", "MAX_COMMA_BACKTRACK", "PromptToken", "TokenChunk", "chunk_prompt", "describe_chunks",
-    "EmbeddingLibrary", "EMPTY_PROMPT_MODES", "POOLED_MODES", "EncodedText", "EncodeSettings", "encode_prompt",
-    "WEIGHTINGS", "PromptChunks", "prompt_chunks", "weighting_syntax", "BREAK", "Segment", "parse_prompt",
+    "CHUNKINGS", "Chunking", "MAX_COMMA_BACKTRACK", "PromptToken", "TokenChunk", "chunk_prompt", "describe_chunks",
+    "EmbeddingLibrary", "EMPTY_PROMPT_MODES", "EmptyPromptMode", "POOLED_MODES", "PooledMode", "EncodedText",
+    "EncodeSettings", "encode_prompt",
+    "WEIGHTINGS", "Weighting", "PromptChunks", "prompt_chunks", "weighting_syntax", "BREAK", "Segment", "parse_prompt",
 ]

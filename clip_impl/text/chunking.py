@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from .syntax import Segment, parse_prompt
 from ..tokenizer import BOS_ID, COMMA_ID, EOS_ID, ClipTokenizer, get_tokenizer
 
-CHUNKINGS = ("comfy", "a1111")
+Chunking = Literal["comfy", "a1111"]
+CHUNKINGS: tuple[Chunking, ...] = get_args(Chunking)
 CHUNK_LENGTH = 77
 BODY_LENGTH = CHUNK_LENGTH - 2
 COMFY_MAX_WORD_LENGTH = 8  # ComfyUI's SDTokenizer.max_word_length
@@ -229,7 +231,7 @@ def chunk_prompt(
     text: str,
     *,
     syntax: str = "comfy",
-    chunking: str = "comfy",
+    chunking: Chunking = "comfy",
     comma_backtrack: int = 20,
     tokenizer: ClipTokenizer | None = None,
     resolve_embedding=None,

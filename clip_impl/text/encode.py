@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 
 from ..cache import CHUNK_CACHE, ByteLRUCache
-from .chunking import TokenChunk
-from ..clip_skip import LayerChoice, layer_warnings, resolve_layers
+from .chunking import Chunking, TokenChunk
+from ..clip_skip import AppliesTo, LayerChoice, layer_warnings, resolve_layers
 from ..model import ClipModel
-from .pipeline import WEIGHTINGS, prompt_chunks
+from .pipeline import WEIGHTINGS, Weighting, prompt_chunks
 from ..towers.transformer import linear
 
 log = logging.getLogger(__name__)
 
 MAX_WEIGHT = 1e4  # beyond this a weight only comes from runaway nesting; it would overflow fp32 maths
-POOLED_MODES = ("first_chunk", "mean")
-EMPTY_PROMPT_MODES = ("encode", "zeros")
+PooledMode = Literal["first_chunk", "mean"]
+POOLED_MODES: tuple[PooledMode, ...] = get_args(PooledMode)
+EmptyPromptMode = Literal["encode", "zeros"]
+EMPTY_PROMPT_MODES: tuple[EmptyPromptMode, ...] = get_args(EmptyPromptMode)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,12 +40,12 @@ class EncodeSettings:
     """Everything besides the prompt that decides the conditioning (built by keyword only)."""
 
     clip_skip: int = 0
-    clip_skip_applies_to: str = "both"  # SDXL only: both, clip_l, clip_g
-    chunking: str = "comfy"
+    clip_skip_applies_to: AppliesTo = "both"  # SDXL only: both, clip_l, clip_g
+    chunking: Chunking = "comfy"
     comma_backtrack: int = 20
-    weighting: str = "comfy"
-    pooled: str = "first_chunk"
-    empty_prompt: str = "encode"
+    weighting: Weighting = "comfy"
+    pooled: PooledMode = "first_chunk"
+    empty_prompt: EmptyPromptMode = "encode"
 
     def validate(self) -> None:
         for name, value, allowed in (
@@ -210,7 +213,7 @@ def encode_chunks(
 
 
 def apply_weights(
-    hidden: torch.Tensor, chunks: list[TokenChunk], weighting: str, z_empty: torch.Tensor | None = None
+    hidden: torch.Tensor, chunks: list[TokenChunk], weighting: Weighting, z_empty: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Apply per-token weights to hidden (n, 77, C); returns a new tensor.
 

@@ -8,15 +8,17 @@ in ComfyUI and plain syntax, bare file names in A1111 syntax); the chunking mode
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from .chunking import CHUNKINGS, TokenChunk, chunk_prompt
+from .chunking import CHUNKINGS, Chunking, TokenChunk, chunk_prompt
 
+Weighting = Literal["comfy", "a1111", "a1111_no_norm", "none"]
+WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
 # weighting mode -> the bracket syntax its prompts are written in (DESIGN 4, Weighting)
-WEIGHTING_SYNTAX = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
-WEIGHTINGS = tuple(WEIGHTING_SYNTAX)
+WEIGHTING_SYNTAX: dict[Weighting, str] = {"comfy": "comfy", "a1111": "a1111", "a1111_no_norm": "a1111", "none": "none"}
 
 
-def weighting_syntax(weighting: str) -> str:
+def weighting_syntax(weighting: Weighting) -> str:
     """The syntax (``comfy``, ``a1111``, ``none``) that a weighting mode's prompts are parsed with."""
     try:
         return WEIGHTING_SYNTAX[weighting]
@@ -35,9 +37,9 @@ class PromptChunks:
 def prompt_chunks(
     text: str,
     *,
-    chunking: str = "comfy",
+    chunking: Chunking = "comfy",
     comma_backtrack: int = 20,
-    weighting: str = "comfy",
+    weighting: Weighting = "comfy",
     embeddings=None,
     tower: str = "l",
     width: int | None = None,

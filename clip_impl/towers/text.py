@@ -35,18 +35,42 @@ from .transformer import (
 HEAD_WIDTH = 64  # every CLIP text tower uses 64-wide heads; the head count is width / 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TextTowerConfig:
-    """Shape of a text tower. Presets: :data:`CLIP_L`, :data:`OPENCLIP_H`, :data:`OPENCLIP_BIGG`."""
+    """Shape of a text tower, built by keyword only. Presets: :data:`CLIP_L`, :data:`OPENCLIP_H`,
+    :data:`OPENCLIP_BIGG`; :meth:`with_shape` gives a copy with some fields changed.
 
-    name: str  # short family name used in messages and metadata
-    width: int  # hidden size C
-    layers: int  # number of residual blocks
+    Args:
+        name (`str`):
+            Short family name used in messages and metadata (``"clip_l"``, ``"clip_h"``, ``"clip_g"``).
+        width (`int`):
+            Hidden size C of the embeddings and of every residual block (transformers' ``hidden_size``).
+        layers (`int`):
+            Number of residual blocks (``num_hidden_layers``); layer ``n`` is the output of block ``n``.
+        heads (`int`):
+            Attention heads per block (``num_attention_heads``); every CLIP text tower has width / 64.
+        mlp_width (`int`):
+            Inner size of each block's MLP (``intermediate_size``), 4 * width in every CLIP.
+        activation (`str`):
+            The MLP's activation (``hidden_act``): ``"quick_gelu"`` (OpenAI CLIP) or ``"gelu"`` (OpenCLIP).
+        projection_dim (`int` or `None`):
+            Output size P of ``text_projection`` (``projection_dim``); None when the file has no projection.
+        pad_id (`int`):
+            Token id after EOS in a chunk: EOS for CLIP-L, 0 for OpenCLIP towers.
+        vocab_size (`int`, *optional*, defaults to 49408):
+            Rows of the token embedding table (``vocab_size``).
+        positions (`int`, *optional*, defaults to 77):
+            Rows of the position embedding table (``max_position_embeddings``): the chunk length.
+    """
+
+    name: str
+    width: int
+    layers: int
     heads: int
     mlp_width: int
-    activation: str  # "quick_gelu" (OpenAI CLIP) or "gelu" (OpenCLIP)
-    projection_dim: int | None  # text_projection output size, None when the file has none
-    pad_id: int  # id after EOS: EOS for CLIP-L, 0 for OpenCLIP towers
+    activation: str
+    projection_dim: int | None
+    pad_id: int
     vocab_size: int = VOCAB_SIZE
     positions: int = 77
 
@@ -54,9 +78,16 @@ class TextTowerConfig:
         return replace(self, **changes)
 
 
-CLIP_L = TextTowerConfig("clip_l", 768, 12, 12, 3072, "quick_gelu", 768, EOS_ID)
-OPENCLIP_H = TextTowerConfig("clip_h", 1024, 24, 16, 4096, "gelu", 1024, 0)
-OPENCLIP_BIGG = TextTowerConfig("clip_g", 1280, 32, 20, 5120, "gelu", 1280, 0)
+CLIP_L = TextTowerConfig(
+    name="clip_l", width=768, layers=12, heads=12, mlp_width=3072, activation="quick_gelu", projection_dim=768,
+    pad_id=EOS_ID,
+)
+OPENCLIP_H = TextTowerConfig(
+    name="clip_h", width=1024, layers=24, heads=16, mlp_width=4096, activation="gelu", projection_dim=1024, pad_id=0,
+)
+OPENCLIP_BIGG = TextTowerConfig(
+    name="clip_g", width=1280, layers=32, heads=20, mlp_width=5120, activation="gelu", projection_dim=1280, pad_id=0,
+)
 
 
 @dataclass

@@ -24,19 +24,41 @@ from .pending_copies import PendingCopies
 from .transformer import LAYER_NORM_EPS, Encoder, cast, embedding_table, layer_norm, linear, projection
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VisionTowerConfig:
-    """Shape of a ViT image tower; presets in :data:`VISION_PRESETS`."""
+    """Shape of a ViT image tower, built by keyword only; presets in :data:`VISION_PRESETS`, and
+    :meth:`with_shape` gives a copy with some fields changed.
 
-    name: str  # e.g. "ViT-L/14-336", used in messages
-    width: int  # hidden size C
+    Args:
+        name (`str`):
+            Display name used in messages, e.g. ``"ViT-L/14-336"``.
+        width (`int`):
+            Hidden size C of the patch embeddings and of every residual block (transformers' ``hidden_size``).
+        layers (`int`):
+            Number of residual blocks (``num_hidden_layers``).
+        heads (`int`):
+            Attention heads per block (``num_attention_heads``).
+        mlp_width (`int`):
+            Inner size of each block's MLP (``intermediate_size``).
+        patch (`int`):
+            Patch size p (``patch_size``): the patch embedding's kernel and stride.
+        image_size (`int`):
+            Side S of the input pixels, S x S (``image_size``); S / p patches per side (:attr:`grid`).
+        activation (`str`):
+            The MLP's activation (``hidden_act``): ``"quick_gelu"`` (OpenAI CLIP) or ``"gelu"`` (OpenCLIP).
+        projection_dim (`int` or `None`):
+            Output size P of ``visual_projection`` (``projection_dim``); None when the file has no projection.
+    """
+
+    name: str
+    width: int
     layers: int
     heads: int
     mlp_width: int
-    patch: int  # patch size p (the conv kernel and stride)
-    image_size: int  # S: input pixels are S x S
-    activation: str  # "quick_gelu" (OpenAI CLIP) or "gelu" (OpenCLIP)
-    projection_dim: int | None  # visual_projection output size P; None when the file has no projection
+    patch: int
+    image_size: int
+    activation: str
+    projection_dim: int | None
 
     @property
     def grid(self) -> int:
@@ -52,12 +74,30 @@ class VisionTowerConfig:
         return replace(self, **changes)
 
 
-VIT_B_32 = VisionTowerConfig("ViT-B/32", 768, 12, 12, 3072, 32, 224, "quick_gelu", 512)
-VIT_B_16 = VisionTowerConfig("ViT-B/16", 768, 12, 12, 3072, 16, 224, "quick_gelu", 512)
-VIT_L_14 = VisionTowerConfig("ViT-L/14", 1024, 24, 16, 4096, 14, 224, "quick_gelu", 768)
-VIT_L_14_336 = VisionTowerConfig("ViT-L/14-336", 1024, 24, 16, 4096, 14, 336, "quick_gelu", 768)
-VIT_H_14 = VisionTowerConfig("ViT-H/14", 1280, 32, 16, 5120, 14, 224, "gelu", 1024)
-VIT_BIGG_14 = VisionTowerConfig("ViT-bigG/14", 1664, 48, 16, 8192, 14, 224, "gelu", 1280)
+VIT_B_32 = VisionTowerConfig(
+    name="ViT-B/32", width=768, layers=12, heads=12, mlp_width=3072, patch=32, image_size=224,
+    activation="quick_gelu", projection_dim=512,
+)
+VIT_B_16 = VisionTowerConfig(
+    name="ViT-B/16", width=768, layers=12, heads=12, mlp_width=3072, patch=16, image_size=224,
+    activation="quick_gelu", projection_dim=512,
+)
+VIT_L_14 = VisionTowerConfig(
+    name="ViT-L/14", width=1024, layers=24, heads=16, mlp_width=4096, patch=14, image_size=224,
+    activation="quick_gelu", projection_dim=768,
+)
+VIT_L_14_336 = VisionTowerConfig(
+    name="ViT-L/14-336", width=1024, layers=24, heads=16, mlp_width=4096, patch=14, image_size=336,
+    activation="quick_gelu", projection_dim=768,
+)
+VIT_H_14 = VisionTowerConfig(
+    name="ViT-H/14", width=1280, layers=32, heads=16, mlp_width=5120, patch=14, image_size=224,
+    activation="gelu", projection_dim=1024,
+)
+VIT_BIGG_14 = VisionTowerConfig(
+    name="ViT-bigG/14", width=1664, layers=48, heads=16, mlp_width=8192, patch=14, image_size=224,
+    activation="gelu", projection_dim=1280,
+)
 VISION_PRESETS = (VIT_B_32, VIT_B_16, VIT_L_14, VIT_L_14_336, VIT_H_14, VIT_BIGG_14)
 
 

@@ -11,18 +11,20 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 from ..towers.pending_copies import PendingCopies
 from .files import ModelFileError, WeightReader
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 _SHARED: "weakref.WeakValueDictionary[tuple, torch.nn.Module]" = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
 
-def dtypes_for(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype, bool]:
+def dtypes_for(precision: Precision, device: torch.device) -> tuple[torch.dtype, torch.dtype, bool]:
     """(storage dtype, compute dtype, round through fp16 first) for a precision on a device."""
     if precision == "auto":
         storage = torch.float32 if device.type == "cpu" else torch.float16
@@ -90,7 +92,9 @@ class ConvertedWeights:
     deferred: dict[str, torch.dtype]
 
 
-def convert_weights(sd: dict, precision: str, device, storage_dtype, where: str, defer: bool = False) -> ConvertedWeights:
+def convert_weights(
+    sd: dict, precision: Precision, device, storage_dtype, where: str, defer: bool = False
+) -> ConvertedWeights:
     """Convert a state dict in place to the precision's storage dtype (fp16-rounded for ``auto``) on
     ``device``, refusing NaN/inf. ``where`` names the file in errors.
 

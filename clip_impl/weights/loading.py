@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from typing import Literal, get_args
 
 import torch
 
@@ -26,21 +27,22 @@ from ..clip_skip import FAMILIES, TOWER_LABELS
 from .text_layouts import TowerSource, find_text_towers, to_tower_state_dict, tower_keys
 from ..model import ClipModel
 from ..towers.text import CLIP_L, OPENCLIP_BIGG, OPENCLIP_H, TextTower
-from .assembly import PRECISIONS, assemble, convert_weights, dtypes_for, file_identity, shared_tower
+from .assembly import PRECISIONS, Precision, assemble, convert_weights, dtypes_for, file_identity, shared_tower
 from .vision import find_vision, no_vision_message
 from .files import ModelFileError, WeightReader
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip")
+Architecture = Literal["auto", "sd1", "sd2", "sdxl", "sdxl_refiner", "clip"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 _EXPECTED = {"l": CLIP_L, "h": OPENCLIP_H, "g": OPENCLIP_BIGG}
 _ROLE_NAMES = {"l": "CLIP-L (ViT-L/14)", "h": "OpenCLIP ViT-H/14", "g": "OpenCLIP ViT-bigG/14"}
 
 
 def load_clip(
     paths,
-    architecture: str = "auto",
-    precision: str = "auto",
+    architecture: Architecture = "auto",
+    precision: Precision = "auto",
     device: str | torch.device = "cpu",
     with_vision: bool | str = "auto",
     storage_dtype: torch.dtype | None = None,
@@ -117,7 +119,7 @@ def _no_tower_message(readers) -> str:
     )
 
 
-def _assign(found, architecture: str, full_clip: bool):
+def _assign(found, architecture: Architecture, full_clip: bool):
     """Pick the family and map tower roles ("l", "g", "h") to sources."""
     by_role: dict[str, list] = {}
     for reader, src in found:

@@ -77,8 +77,8 @@ class VisionSource:
             heads, act = _WIDTH_DEFAULTS.get(self.width, (max(1, self.width // 64), activation))
             name = f"ViT {self.width}x{self.layers} /{self.patch} {self.image_size}px"
             cfg = VisionTowerConfig(
-                name, self.width, self.layers, heads, self.mlp_width, self.patch, self.image_size, act,
-                self.projection_dim,
+                name=name, width=self.width, layers=self.layers, heads=heads, mlp_width=self.mlp_width,
+                patch=self.patch, image_size=self.image_size, activation=act, projection_dim=self.projection_dim,
             )
         hf = (hf_config or {}).get("vision_config") or hf_config or {}
         if hf.get("hidden_act") in ("gelu", "quick_gelu"):

@@ -68,6 +68,6 @@ def comfy(comfy_path, tmp_path_factory, full_size_models):
 @pytest.fixture(scope="session")
 def full_size_models():
     """Builder of cached full-size random-weight files (see tests/full_size.py)."""
-    import full_size
+    from helpers import full_size
 
     return full_size.build
