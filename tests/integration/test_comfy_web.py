@@ -35,7 +35,8 @@ from helpers.shared_helpers import BAD_REQUESTS
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SDXL_INPUTS = ["text_g", "text_l", "clip_skip", "clip_skip_applies_to", "chunking", "comma_backtrack", "weighting",
-               "pooled", "empty_prompt", "width", "height", "crop_w", "crop_h", "target_width", "target_height"]
+               "pooled", "empty_prompt", "width", "height", "crop_w", "crop_h", "target_width", "target_height",
+               "steps", "scheduler"]  # the last two are optional inputs (A1111 schedules), still widgets
 LONG = ", ".join(f"tag{i} (detail:1.{i % 9})" for i in range(120))  # ~500 tokens
 ROUTE_CASES = [
     ("a photo of a cat", "comfy", 20, "comfy"),
