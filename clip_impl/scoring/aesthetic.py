@@ -15,7 +15,10 @@ The head's input width must equal the vision tower's embedding width (``projecti
 ViT-B/32 and B/16, 768 for ViT-L/14); :func:`check_fits` refuses a mismatch naming both.
 
 Files: ``.safetensors``, or ``.pth``/``.pt`` read with ``torch.load(weights_only=True)`` (a
-``{"state_dict": ...}`` wrapper is unwrapped).
+``{"state_dict": ...}`` wrapper is unwrapped). A head file is small: before any tensor is read, the file's
+size, its zip listing or header, and every tensor's dtype and claimed shape are checked against what a head
+may hold (``weights.file_checks.AESTHETIC_HEAD``: at most 64 MiB of file, 64 tensors, 4 M values, 4096 wide,
+float16/bfloat16/float32/float64), so a file that claims gigabytes is refused in a few MB of memory.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ..images.preprocess import check_image_batch, preprocess_images
-from ..weights.files import ModelFileError, load_pickle_weights
+from ..weights.file_checks import AESTHETIC_HEAD, check_loaded_tensors
+from ..weights.files import ModelFileError, load_pickle_weights, load_safetensors_weights
 
 HEAD_SUFFIXES = (".safetensors", ".pth", ".pt")
 _MLP_KEY = re.compile(r"layers\.(\d+)\.(weight|bias)$")
@@ -67,6 +71,8 @@ def head_from_state_dict(sd: dict, source: str = "") -> AestheticHead:
     """An :class:`AestheticHead` from a state dict in either published layout; ModelFileError otherwise."""
     name = source or "the aesthetic head"
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    # dtype, layout and claimed shape before any arithmetic: a zero-stride view claims more than it holds.
+    check_loaded_tensors(name, tensors, AESTHETIC_HEAD)
     if set(tensors) == {"weight", "bias"}:
         layers = [(tensors["weight"], tensors["bias"])]
         kind = "v1 linear"
@@ -120,15 +126,9 @@ def load_head(path: str | os.PathLike) -> AestheticHead:
         raise ModelFileError(f"{path}: aesthetic head file not found")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelFileError(f"{path}: not a readable .safetensors file ({e}); get it again") from e
+        sd = load_safetensors_weights(path, AESTHETIC_HEAD)
     elif suffix in (".pth", ".pt"):
-        sd = load_pickle_weights(path)
+        sd = load_pickle_weights(path, AESTHETIC_HEAD)
     else:
         raise ModelFileError(f"{path}: unknown file type {path.suffix!r}; use {', '.join(HEAD_SUFFIXES)}")
     return head_from_state_dict(sd, path.name)

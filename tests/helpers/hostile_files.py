@@ -1,0 +1,127 @@
+"""Small files that claim big tensors, for the tests of weight and head loading (issue 26, point 4).
+
+Each is a few KB to a few MB on disk and would take hundreds of MB or more if a reader believed it:
+
+- :func:`deflated_torch_zip`: a ``torch.save`` zip whose ``data/0`` entry is deflated (``torch.save`` never
+  compresses; miniz, torch's zip reader, inflates it all), holding a float32 tensor of ``numel`` zeros.
+- :func:`expanded_torch_zip`: a one-element storage viewed as ``shape`` with zero strides (no data, but
+  any computation on it materialises the whole shape).
+- :func:`sparse_safetensors`: a ``.safetensors`` file whose claimed tensors are holes (a sparse file: its
+  apparent size is what it claims, its disk use none), beside real ones.
+
+The zips are written the way ``torch.save`` writes them (``archive/data.pkl`` with persistent ids
+``('storage', torch.FloatStorage, key, 'cpu', numel)`` and ``torch._utils._rebuild_tensor_v2``), so
+``torch.load(weights_only=True)`` reads them as it reads a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import math
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+class _Storage:
+    def __init__(self, key: str, numel: int):
+        self.key, self.numel = key, numel
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, shape: tuple, stride: tuple):
+        self.storage, self.shape, self.stride = storage, shape, stride
+
+    def __reduce_ex__(self, protocol):
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, self.shape, self.stride, False, collections.OrderedDict()))
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _Storage):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+        return None
+
+
+def _data_pkl(tensors: dict) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump(tensors)
+    return buf.getvalue()
+
+
+def _write_zip(path: Path, pkl: bytes, storages: dict[str, int], deflate: bool) -> Path:
+    """``storages``: key -> byte count of zeros."""
+    kind = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", "little")
+        for key, nbytes in storages.items():
+            info = zipfile.ZipInfo(f"archive/data/{key}")
+            info.compress_type = kind
+            with z.open(info, "w", force_zip64=nbytes > 2**31) as out:
+                chunk = bytes(1 << 20)
+                left = nbytes
+                while left:
+                    out.write(chunk[: min(left, len(chunk))])
+                    left -= min(left, len(chunk))
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+def deflated_torch_zip(path, numel: int, key: str = "weight", bias: bool = True) -> Path:
+    """``{key: zeros(1, numel)}`` (+ ``bias`` zeros(1)) with the big storage deflated: ~numel/256 bytes on disk."""
+    big = _Storage("0", numel)
+    tensors = {key: _Tensor(big, (1, numel), (numel, 1))}
+    storages = {"0": 4 * numel}
+    if bias:
+        tensors["bias"] = _Tensor(_Storage("1", 1), (1,), (1,))
+        storages["1"] = 4
+    return _write_zip(Path(path), _data_pkl(tensors), storages, deflate=True)
+
+
+def expanded_torch_zip(path, shape: tuple, key: str = "weight", bias: bool = True) -> Path:
+    """``{key: one float viewed as shape}`` with all strides 0 (+ ``bias`` zeros(shape[0]) viewed the same)."""
+    one = _Storage("0", 1)
+    tensors = {key: _Tensor(one, tuple(shape), (0,) * len(shape))}
+    if bias:
+        tensors["bias"] = _Tensor(one, (shape[0],), (0,))
+    return _write_zip(Path(path), _data_pkl(tensors), {"0": 4}, deflate=False)
+
+
+def sparse_safetensors(path, holes: dict, tensors: dict | None = None) -> Path:
+    """A ``.safetensors`` file whose ``holes`` (name -> (dtype, shape)) are holes on disk (a sparse file: its
+    apparent size is what they claim, its disk use none), then ``tensors`` (name -> tensor) stored for real."""
+    header: dict = {}
+    offset = 0
+    for name, (dtype, shape) in holes.items():
+        nbytes = _ITEMSIZE[dtype] * math.prod(shape)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    hole_end = offset
+    blobs = []
+    for name, t in (tensors or {}).items():
+        raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = Path(path)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        f.seek(hole_end, 1)
+        for raw in blobs:
+            f.write(raw)
+        f.truncate()
+    return path
+
+
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "F8_E4M3": 1, "I64": 8, "I32": 4, "BOOL": 1}
+_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}
