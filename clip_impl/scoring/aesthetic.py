@@ -23,6 +23,7 @@ float16/bfloat16/float32/float64), so a file that claims gigabytes is refused in
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from ..images.preprocess import check_image_batch, preprocess_images
 from ..weights.file_checks import AESTHETIC_HEAD, check_loaded_tensors
 from ..weights.files import ModelFileError, load_pickle_weights, load_safetensors_weights
+from .finite import not_finite_reasons
 
 HEAD_SUFFIXES = (".safetensors", ".pth", ".pt")
 _MLP_KEY = re.compile(r"layers\.(\d+)\.(weight|bias)$")
@@ -152,31 +154,46 @@ def check_fits(head: AestheticHead, vision, model_name: str = "") -> None:
 
 @dataclass
 class AestheticResult:
-    """Per-image aesthetic scores (batch order), with the head and model used."""
+    """Per-image aesthetic scores (batch order), with the head and model used. ``invalid``: index -> why,
+    for the scores that are NaN or infinite (never a score: the summary and the best image leave them out)."""
 
     scores: list[float]
     head: str
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    invalid: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def finite(self) -> list[int]:
+        """The indexes of the finite scores, in batch order."""
+        return [i for i in range(len(self.scores)) if i not in self.invalid]
 
     @property
     def mean(self) -> float:
-        return sum(self.scores) / len(self.scores)
+        """The mean of the finite scores (NaN when there is none)."""
+        values = [self.scores[i] for i in self.finite]
+        return sum(values) / len(values) if values else math.nan
 
     @property
     def best_index(self) -> int:
-        """Index of the highest score (the first on ties)."""
-        return max(range(len(self.scores)), key=lambda i: (self.scores[i], -i))
+        """Index of the highest finite score (the first on ties; 0 when no score is finite)."""
+        return max(self.finite, key=lambda i: (self.scores[i], -i), default=0)
 
     @property
     def report(self) -> str:
         n, best = len(self.scores), self.best_index
-        lines = [
-            f"Aesthetic score ({self.head}{', ' + self.model if self.model else ''})",
-            f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(self.scores):.4f}, "
-            f"max {max(self.scores):.4f}, best #{best}",
-        ]
-        lines += [f"  #{i}: {s:.4f}" for i, s in enumerate(self.scores)]
+        values = [self.scores[i] for i in self.finite]
+        lines = [f"Aesthetic score ({self.head}{', ' + self.model if self.model else ''})"]
+        if values:
+            lines.append(
+                f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(values):.4f}, "
+                f"max {max(values):.4f}, best #{best}"
+                + (f"; {len(self.invalid)} not finite" if self.invalid else "")
+            )
+        else:
+            lines.append(f"{n} image{'s' if n != 1 else ''}: no finite score")
+        lines += [f"  #{i}: {s:.4f}" if i not in self.invalid else f"  #{i}: {self.invalid[i]}"
+                  for i, s in enumerate(self.scores)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -205,4 +222,5 @@ def aesthetic_scores(model, head: AestheticHead, images: torch.Tensor, batch_siz
     embeds = embeddings_for_head(model.vision, images, batch_size)
     with torch.inference_mode():
         scores = head(embeds).tolist()
-    return AestheticResult(scores, head.describe(), model.vision.config.name)
+    invalid = not_finite_reasons(scores, embeds, what="aesthetic score", head=head.source or head.kind)
+    return AestheticResult(scores, head.describe(), model.vision.config.name, invalid=invalid)

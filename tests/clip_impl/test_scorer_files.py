@@ -1,5 +1,5 @@
 """Scorer and model files that claim more than they may hold, corrupt ``config.json`` files, tensors that are
-not float weights (issue 26, points 4 and 14).
+not float weights, and scores that come out NaN (issue 26, points 4, 14 and 15).
 
 Memory cases run in a child bounded at 400 MB (the interpreter with torch and clip_suite is about 260 MB), so
 a reader that believes a file's claim fails the test instead of the machine.
@@ -8,6 +8,7 @@ a reader that believes a file's claim fails the test instead of the machine.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -19,7 +20,7 @@ from helpers import tiny_models as tm
 from helpers.bounded import HAS_PROC, describe, run_bounded
 from helpers.hostile_files import deflated_torch_zip, expanded_torch_zip, sparse_safetensors
 from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
-from clip_suite.clip_impl.scoring.aesthetic import load_head
+from clip_suite.clip_impl.scoring.aesthetic import AestheticHead, aesthetic_scores, load_head
 from clip_suite.clip_impl.weights.files import ModelFileError
 from clip_suite.clip_impl.weights.loading import load_clip
 
@@ -175,3 +176,21 @@ def test_logit_scale_past_what_exp_can_take_is_refused(tmp_path, l_model, v_mode
     with pytest.raises(ModelFileError, match=r"hot.safetensors: logit_scale is 1000.0; CLIP's is at most ln\(100\)"):
         model.logit_scale  # noqa: B018
 
+
+# ----------------------------------------------------------------------------------------------- 15
+def overflowing_head(width: int, source: str = "overflow.pth") -> AestheticHead:
+    """A v2-shaped head with finite weights whose products overflow float32 on any embedding: 3e38 x, then
+    1e30 times each coordinate summed (inf and -inf meet: NaN)."""
+    return AestheticHead(
+        "v2 MLP", (torch.eye(width) * 3e38, torch.full((1, width), 1e30)), (torch.zeros(width), torch.zeros(1)), source
+    )
+
+
+def test_overflowing_head_scores_are_reported_not_finite_and_left_out(vision_dir):  # noqa: F811
+    model = load_clip(vision_dir / "clip_hf.safetensors")
+    images = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    result = aesthetic_scores(model, overflowing_head(64), images)
+    assert all(math.isnan(s) for s in result.scores)
+    assert sorted(result.invalid) == [0, 1, 2]
+    assert "aesthetic score is not finite (nan): the aesthetic head overflow.pth overflowed float32" in result.invalid[0]
+    assert "3 images: no finite score" in result.report and "#1: aesthetic score is not finite" in result.report
