@@ -188,7 +188,7 @@ def check_before_reading(reader, keys: list[str], to_state_dict, tower_class, cf
             raise ModelFileError(f"{where}: {what} has no tensor {name} (the file holds one); the file is not this model")
         if shape != list(want[name]):
             raise ModelFileError(
-                f"{where}: {what} needs {name} of shape {list(want[name])} but the file's header says {shape}: "
+                f"{where}: {what} needs {name} of shape {list(want[name])} but the file says {shape}: "
                 "the file is corrupt or not this model (refused before reading it)"
             )
     missing = [k for k in want if k not in sd]

@@ -86,13 +86,14 @@ def check_file_size(file: Path, size: int, kind: FileKind) -> None:
         )
 
 
-def check_zip_listing(file: Path, size: int, kind: FileKind) -> None:
+def check_zip_listing(file: Path, size: int, kind: FileKind) -> bool:
     """For a zip checkpoint, the sizes its central directory says its entries unpack to, before any entry
     is read: each and all together at most ``kind``'s limit. Not a zip (a legacy checkpoint): nothing to do,
-    its data cannot be more than the file, nor a pickle's."""
+    its data cannot be more than the file, nor a pickle's. Returns whether the file is a zip whose entries
+    are all stored uncompressed (as ``torch.save`` writes them): one ``torch.load(mmap=True)`` can map."""
     with open(file, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # what torch.load takes for a zip; anything else it reads as a legacy pickle
-            return
+            return False
     _check_entry_count(file)
     limit = kind.unpacked_limit(size)
     total = 0
@@ -112,6 +113,7 @@ def check_zip_listing(file: Path, size: int, kind: FileKind) -> None:
                 f"{file}: {what}, more than {holder} may hold ({_human(limit)}); it is not a real checkpoint "
                 "(a compressed 'zip bomb'?): refused before unpacking it"
             )
+    return all(info.compress_type == zipfile.ZIP_STORED for info in infos)
 
 
 def _check_entry_count(file: Path) -> None:

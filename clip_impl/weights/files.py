@@ -84,8 +84,10 @@ class WeightReader:
         )
 
     def _load_pickle(self, file: Path) -> dict:
+        # Mapped, not read (a torch.save zip): the towers' shapes are checked before their bytes are read,
+        # and an SD checkpoint's UNet is never read at all.
         if file not in self._pickles:
-            self._pickles[file] = load_pickle_weights(file)
+            self._pickles[file] = load_pickle_weights(file, mmap=True)
         return self._pickles[file]
 
     # -------------------------------------------------------------------------------- reading
@@ -106,8 +108,8 @@ class WeightReader:
 
     def deferred(self, key: str):
         """A callable that returns the tensor ``key`` when called: a safetensors file is opened again then
-        (a load reads only what it needs now), a pickled file's tensor is taken now (the file is in memory;
-        keeping the reader for later would keep all of it)."""
+        (a load reads only what it needs now), a pickled file's tensor is taken now (keeping the reader for
+        later would keep all of the file's tensors: in memory for a legacy pickle)."""
         prefix, file = self._where[key]
         if file.suffix.lower() == ".safetensors":
             return lambda: _read_safetensors(file, [key], prefix)[key]
@@ -235,29 +237,31 @@ def load_safetensors_weights(file: Path, kind: FileKind) -> dict[str, torch.Tens
     return _read_safetensors(file, list(entries), "")
 
 
-def torch_load_weights_only(file, kind: FileKind = MODEL_FILE) -> object:
+def torch_load_weights_only(file, kind: FileKind = MODEL_FILE, mmap: bool = False) -> object:
     """``torch.load(weights_only=True)`` on the CPU, without torch's pickle-protocol chatter. The file's
     size and, for a zip checkpoint, what its entries unpack to are checked against ``kind`` first (torch
-    inflates every entry before anything else could look at it)."""
+    inflates every entry before anything else could look at it). With ``mmap``, a zip whose entries are
+    stored (every ``torch.save`` file) is mapped, not read: a tensor's bytes are read when first used, so a
+    loader that checks the claimed shapes first reads only what it keeps."""
     import warnings
 
     file = Path(file)
     size = file.stat().st_size
     check_file_size(file, size, kind)
-    check_zip_listing(file, size, kind)
+    mappable = check_zip_listing(file, size, kind)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        return torch.load(str(file), map_location="cpu", weights_only=True)
+        return torch.load(str(file), map_location="cpu", weights_only=True, mmap=mmap and mappable)
 
 
-def load_pickle_weights(file: Path, kind: FileKind = MODEL_FILE) -> dict[str, torch.Tensor]:
+def load_pickle_weights(file: Path, kind: FileKind = MODEL_FILE, mmap: bool = False) -> dict[str, torch.Tensor]:
     """A flat name -> tensor table from a pickled checkpoint, loaded with ``weights_only=True`` after the
-    checks of :func:`torch_load_weights_only`; for a kind with tensor limits (a head), the tensors' dtypes
-    and claimed shapes are checked before anything computes on them."""
+    checks of :func:`torch_load_weights_only` (``mmap``: see there); for a kind with tensor limits (a
+    head), the tensors' dtypes and claimed shapes are checked before anything computes on them."""
     import pickle
 
     try:
-        obj = torch_load_weights_only(file, kind)
+        obj = torch_load_weights_only(file, kind, mmap)
     except ModelFileError:
         raise
     except pickle.UnpicklingError as e:

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from helpers import tiny_models as tm
 from helpers.bounded import HAS_PROC, describe, run_bounded
-from helpers.hostile_files import deflated_torch_zip, expanded_torch_zip, sparse_safetensors
+from helpers.hostile_files import deflated_torch_zip, expanded_torch_zip, sparse_safetensors, sparse_torch_zip
 from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 from clip_suite.clip_impl.scoring.aesthetic import AestheticHead, aesthetic_scores, load_head
 from clip_suite.clip_impl.weights.files import ModelFileError
@@ -79,7 +79,8 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
 @bounded
 def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(tmp_path, l_model):
     """Through --model (load_clip): the deflated .pth; a clip_l whose token table claims 40x its rows (a
-    hole of 1 GB); a header whose layer index says a billion layers. Refused before any data is read."""
+    hole of 1 GB), as .safetensors and as a torch.save zip (mapped, not read: before, torch.load read it
+    all, 1.5 GB at 20x); a header whose layer index says a billion layers. Refused before any data is read."""
     good = tm.hf_state(l_model)
     table = "text_model.embeddings.token_embedding.weight"
     rest = {k: v for k, v in good.items() if k != table}
@@ -90,11 +91,13 @@ def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(
         "deflated": ("model", deflated_torch_zip(tmp_path / "deflated.pth", 64 * 2**20)),
         "table": ("model", sparse_safetensors(tmp_path / "table.safetensors", {table: ("F32", (49408 * 40, 128))}, rest)),
         "deep": ("model", tmp_path / "deep.safetensors"),
+        "pickled table": ("model", sparse_torch_zip(tmp_path / "table.pt", {table: (49408 * 40, 128)}, rest)),
     }
     got = _refusals(paths)
     assert "deflated.pth: entry 'archive/data/0' unpacks to 256.0 MiB, more than a model file" in got["deflated"]
-    assert "table.safetensors: the CLIP-L text encoder needs text_model.embeddings.token_embedding.weight of shape " \
-           "[49408, 128] but the file's header says [1976320, 128]" in got["table"]
+    for name, file in (("table", "table.safetensors"), ("pickled table", "table.pt")):
+        assert f"{file}: the CLIP-L text encoder needs text_model.embeddings.token_embedding.weight of shape " \
+               "[49408, 128] but the file says [1976320, 128]" in got[name]
     assert "deep.safetensors: the CLIP-L text encoder would have layers 1000000000" in got["deep"]
 
 

@@ -6,6 +6,7 @@ Each is a few KB to a few MB on disk and would take hundreds of MB or more if a 
   compresses; miniz, torch's zip reader, inflates it all), holding a float32 tensor of ``numel`` zeros.
 - :func:`expanded_torch_zip`: a one-element storage viewed as ``shape`` with zero strides (no data, but
   any computation on it materialises the whole shape).
+- :func:`sparse_torch_zip`: a ``torch.save``-style zip whose claimed tensors are holes beside real ones.
 - :func:`sparse_safetensors`: a ``.safetensors`` file whose claimed tensors are holes (a sparse file: its
   apparent size is what it claims, its disk use none), beside real ones.
 
@@ -23,6 +24,7 @@ import math
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -92,6 +94,60 @@ def expanded_torch_zip(path, shape: tuple, key: str = "weight", bias: bool = Tru
     if bias:
         tensors["bias"] = _Tensor(one, (shape[0],), (0,))
     return _write_zip(Path(path), _data_pkl(tensors), {"0": 4}, deflate=False)
+
+
+def sparse_torch_zip(path, holes: dict, tensors: dict) -> Path:
+    """A ``torch.save``-style zip (entries stored) of ``tensors`` (name -> float32 tensor, stored for real)
+    and ``holes`` (name -> shape: float32 zeros that are holes on disk, so the file's apparent size is what
+    they claim). Written by hand: zipfile cannot leave holes."""
+    storages, table, blobs = {}, {}, {}
+    for i, (name, shape) in enumerate(holes.items()):
+        numel = math.prod(shape)
+        storages[str(i)] = 4 * numel
+        table[name] = _Tensor(_Storage(str(i), numel), tuple(shape), _contiguous_strides(shape))
+    for j, (name, t) in enumerate(tensors.items(), start=len(holes)):
+        t = t.detach().float().contiguous()
+        blobs[str(j)] = t.numpy().tobytes()
+        table[name] = _Tensor(_Storage(str(j), t.numel()), tuple(t.shape), _contiguous_strides(t.shape))
+    entries = [("archive/data.pkl", _data_pkl(table)), ("archive/byteorder", b"little")]
+    entries += [(f"archive/data/{k}", n) for k, n in storages.items()]
+    entries += [(f"archive/data/{k}", b) for k, b in blobs.items()] + [("archive/version", b"3\n")]
+    path = Path(path)
+    central = []
+    with open(path, "wb") as f:
+        for name, data in entries:
+            size = data if isinstance(data, int) else len(data)
+            crc = _zeros_crc(size) if isinstance(data, int) else zlib.crc32(data)
+            offset = f.tell()
+            raw = name.encode()
+            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, crc, size, size, len(raw), 0) + raw)
+            if isinstance(data, int):
+                f.seek(size, 1)
+            else:
+                f.write(data)
+            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, crc, size, size,
+                                       len(raw), 0, 0, 0, 0, 0, offset) + raw)
+        start = f.tell()
+        for record in central:
+            f.write(record)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), f.tell() - start, start, 0))
+    return path
+
+
+def _contiguous_strides(shape) -> tuple:
+    strides, step = [], 1
+    for d in reversed(tuple(shape)):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
+def _zeros_crc(n: int) -> int:
+    crc, chunk = 0, bytes(1 << 20)
+    while n:
+        crc = zlib.crc32(chunk[: min(n, len(chunk))], crc)
+        n -= min(n, len(chunk))
+    return crc
 
 
 def sparse_safetensors(path, holes: dict, tensors: dict | None = None) -> Path:
