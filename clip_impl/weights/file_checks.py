@@ -50,7 +50,10 @@ class FileKind:
 
     name: str  # "aesthetic head", "model file"
     max_file_bytes: int | None = None
-    max_header_bytes: int = 32 * 1024 * 1024  # a .safetensors header (SDXL's: 200 KB)
+    max_header_bytes: int = 16 * 1024 * 1024  # a .safetensors header (SDXL's: 200 KB, 2,600 tensors)
+    # JSON values (counted as the commas and brackets) a header may list: a tensor takes about 7, so 1 M
+    # leaves room for 140,000 tensors, and parsing stays within about 80 MB.
+    max_header_values: int = 1_000_000
     max_unpacked: int | None = None
     max_tensors: int | None = None
     max_elements: int | None = None  # all tensors together

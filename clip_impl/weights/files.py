@@ -164,8 +164,15 @@ def _safetensors_header(file: Path, size: int, kind: FileKind = MODEL_FILE) -> d
                 f"{bad} (a {n}-byte header; {kind.a_name} has at most {kind.max_header_bytes}): it is corrupt or "
                 f"not {kind.a_name}"
             )
+        raw = f.read(n)
+        values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+        if values > kind.max_header_values:
+            raise ModelFileError(
+                f"{bad} (its header lists about {values} values; {kind.a_name} has at most "
+                f"{kind.max_header_values}): it is corrupt or not {kind.a_name}"
+            )
         try:
-            header = json.loads(f.read(n))
+            header = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise ModelFileError(f"{bad} (header is not JSON: {e}): it is corrupt or not a model") from e
     if not isinstance(header, dict):

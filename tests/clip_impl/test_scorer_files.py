@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 
 import pytest
 import torch
@@ -80,7 +81,8 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
 def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(tmp_path, l_model):
     """Through --model (load_clip): the deflated .pth; a clip_l whose token table claims 40x its rows (a
     hole of 1 GB), as .safetensors and as a torch.save zip (mapped, not read: before, torch.load read it
-    all, 1.5 GB at 20x); a header whose layer index says a billion layers. Refused before any data is read."""
+    all, 1.5 GB at 20x); a header whose layer index says a billion layers; a 12 MB header of 4 M empty lists
+    (a list object each when parsed). Refused before any data is read."""
     good = tm.hf_state(l_model)
     table = "text_model.embeddings.token_embedding.weight"
     rest = {k: v for k, v in good.items() if k != table}
@@ -92,6 +94,7 @@ def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(
         "table": ("model", sparse_safetensors(tmp_path / "table.safetensors", {table: ("F32", (49408 * 40, 128))}, rest)),
         "deep": ("model", tmp_path / "deep.safetensors"),
         "pickled table": ("model", sparse_torch_zip(tmp_path / "table.pt", {table: (49408 * 40, 128)}, rest)),
+        "values": ("model", _raw_safetensors(tmp_path / "values.safetensors", b'{"__metadata__":[' + b"[]," * 4_000_000 + b"[]]}")),
     }
     got = _refusals(paths)
     assert "deflated.pth: entry 'archive/data/0' unpacks to 256.0 MiB, more than a model file" in got["deflated"]
@@ -99,6 +102,14 @@ def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(
         assert f"{file}: the CLIP-L text encoder needs text_model.embeddings.token_embedding.weight of shape " \
                "[49408, 128] but the file says [1976320, 128]" in got[name]
     assert "deep.safetensors: the CLIP-L text encoder would have layers 1000000000" in got["deep"]
+    assert "values.safetensors is not a valid .safetensors file (its header lists about 8000003 values; a model " \
+           "file has at most 1000000)" in got["values"]
+
+
+def _raw_safetensors(path, header: bytes):
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
 
 
 def test_a_real_head_still_loads_from_both_formats(tmp_path):
