@@ -54,6 +54,9 @@ class FileKind:
     # JSON values (counted as the commas and brackets) a header may list: a tensor takes about 7, so 1 M
     # leaves room for 140,000 tensors, and parsing stays within about 80 MB.
     max_header_values: int = 1_000_000
+    # A zip checkpoint's pickle (data.pkl: names, shapes, strides; SDXL's is 200 KB), which the pure-Python
+    # weights_only unpickler turns into objects at about 30 bytes of memory per byte.
+    max_pickle_bytes: int = 16 * 1024 * 1024
     max_unpacked: int | None = None
     max_tensors: int | None = None
     max_elements: int | None = None  # all tensors together
@@ -72,8 +75,9 @@ MODEL_FILE = FileKind("model file")
 # The published heads: v1 Linear(768, 1) (3 KB), v2 MLP 768-1024-128-64-16-1 (0.9 M parameters, 3.7 MB). An
 # MLP on ViT-bigG's 1280-wide embeddings with a 2048-wide first layer is 2.9 M: 4 M parameters, 4096 wide,
 # 64 tensors and 64 MiB of file (float64 with room to spare) hold every head there is with margin.
-AESTHETIC_HEAD = FileKind("aesthetic head", max_file_bytes=64 * MiB, max_header_bytes=MiB, max_unpacked=64 * MiB, max_tensors=64,
-                          max_elements=4 * 1024 * 1024, max_dim=4096, allow_fp8=False)
+AESTHETIC_HEAD = FileKind("aesthetic head", max_file_bytes=64 * MiB, max_header_bytes=MiB, max_pickle_bytes=MiB,
+                          max_unpacked=64 * MiB, max_tensors=64, max_elements=4 * 1024 * 1024, max_dim=4096,
+                          allow_fp8=False)
 
 
 def _human(n: int) -> str:
@@ -107,6 +111,11 @@ def check_zip_listing(file: Path, size: int, kind: FileKind) -> bool:
         raise ModelFileError(f"{file}: its zip listing is unreadable ({e}); the file is corrupt: get it again") from e
     for info in infos:
         total += info.file_size
+        if "/data/" not in f"/{info.filename}" and info.file_size > kind.max_pickle_bytes:
+            raise ModelFileError(
+                f"{file}: entry {info.filename!r} is {_human(info.file_size)}; the pickle of {kind.a_name} "
+                f"(names and shapes) is at most {_human(kind.max_pickle_bytes)}: it is corrupt or not a checkpoint"
+            )
         if info.file_size > limit or total > limit:
             what = f"entry {info.filename!r} unpacks to {_human(info.file_size)}"
             if info.file_size <= limit:
@@ -204,7 +213,7 @@ def check_loaded_tensors(file, tensors: dict, kind: FileKind) -> None:
 
 
 # --------------------------------------------------------------------------------------- config.json
-MAX_CONFIG_BYTES = 4 * MiB  # a CLIP config.json is about 5 KB
+MAX_CONFIG_BYTES = MiB  # a CLIP config.json is about 5 KB
 MAX_JSON_DEPTH = 32  # a CLIP config.json nests 2 deep
 _CONFIG_SECTIONS = ("text_config", "vision_config")
 # The size fields the loaders may read, with the largest sane value (whatever a real CLIP has, many times).
@@ -253,7 +262,7 @@ def _finite_float(text: str) -> float:
 
 
 def read_config_json(path: Path) -> dict:
-    """A Hugging Face ``config.json``, checked: at most 4 MiB, nested at most 32 deep, an object of objects
+    """A Hugging Face ``config.json``, checked: at most 1 MiB, nested at most 32 deep, an object of objects
     (``text_config``/``vision_config``), no NaN/Infinity, and the size fields the loaders read positive
     integers within bounds. ModelFileError naming the file and the field otherwise."""
     fix = "fix it or remove it (the shapes are read from the weights)"

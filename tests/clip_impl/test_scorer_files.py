@@ -19,7 +19,9 @@ from safetensors.torch import save_file
 
 from helpers import tiny_models as tm
 from helpers.bounded import HAS_PROC, describe, run_bounded
-from helpers.hostile_files import deflated_torch_zip, expanded_torch_zip, sparse_safetensors, sparse_torch_zip
+from helpers.hostile_files import (
+    deflated_torch_zip, expanded_torch_zip, list_bomb_torch_zip, sparse_safetensors, sparse_torch_zip,
+)
 from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 from clip_suite.clip_impl.scoring.aesthetic import AestheticHead, aesthetic_scores, load_head
 from clip_suite.clip_impl.weights.files import ModelFileError
@@ -56,7 +58,8 @@ def _refusals(paths: dict) -> dict:
 @bounded
 def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path):
     """A 256 KB .pth with a deflated 256 MiB tensor, a one-float storage viewed as 64 M floats, sparse
-    .safetensors heads (256 MiB apparent; 32 MiB with a tensor 8 M wide; 16 MiB of 8 M values): each refused naming the file, the
+    .safetensors heads (256 MiB apparent; 32 MiB with a tensor 8 M wide; 16 MiB of 8 M values), a 12 MB
+    data.pkl of 6 M empty lists (before: 0.7 GB and 18 s): each refused naming the file, the
     entry or tensor and the limit, in bounded memory. Before: 0.97 GB, 0.72 GB and 0.97 GB peaks."""
     paths = {
         "deflated": ("head", deflated_torch_zip(tmp_path / "deflated.pth", 64 * 2**20)),
@@ -67,6 +70,7 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
                                             {"bias": torch.zeros(1)})),
         "many": ("head", sparse_safetensors(tmp_path / "many.safetensors",
                                             {f"layers.{i}.weight": ("F16", (4096, 1024)) for i in range(2)})),
+        "pickle": ("head", list_bomb_torch_zip(tmp_path / "lists.pth", 6_000_000)),
     }
     got = _refusals(paths)
     assert "deflated.pth: entry 'archive/data/0' unpacks to 256.0 MiB" in got["deflated"]
@@ -75,6 +79,8 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
     assert "sparse.safetensors is 256.0 MiB; an aesthetic head is at most 64.0 MiB" in got["sparse"]
     assert "wide.safetensors: tensor 'weight' is F32 [1, 8388608]" in got["wide"]
     assert "many.safetensors: tensor 'layers.1.weight'" in got["many"] and "at most 4194304" in got["many"]
+    assert "lists.pth: entry 'archive/data.pkl' is 11.4 MiB; the pickle of an aesthetic head (names and shapes) " \
+           "is at most 1.0 MiB" in got["pickle"]
 
 
 @bounded

@@ -87,6 +87,13 @@ def deflated_torch_zip(path, numel: int, key: str = "weight", bias: bool = True)
     return _write_zip(Path(path), _data_pkl(tensors), storages, deflate=True)
 
 
+def list_bomb_torch_zip(path, lists: int) -> Path:
+    """A zip checkpoint whose data.pkl is ``lists`` empty lists in one list (2 bytes each in the pickle,
+    a 56-byte object each once unpickled)."""
+    pkl = b"\x80\x02]" + b"]a" * lists + b"."
+    return _write_zip(Path(path), pkl, {}, deflate=False)
+
+
 def expanded_torch_zip(path, shape: tuple, key: str = "weight", bias: bool = True) -> Path:
     """``{key: one float viewed as shape}`` with all strides 0 (+ ``bias`` zeros(shape[0]) viewed the same)."""
     one = _Storage("0", 1)
