@@ -54,9 +54,9 @@ class FileKind:
     # JSON values (counted as the commas and brackets) a header may list: a tensor takes about 7, so 1 M
     # leaves room for 140,000 tensors, and parsing stays within about 80 MB.
     max_header_values: int = 1_000_000
-    # A zip checkpoint's pickle (data.pkl: names, shapes, strides; SDXL's is 200 KB), which the pure-Python
-    # weights_only unpickler turns into objects at about 30 bytes of memory per byte.
-    max_pickle_bytes: int = 16 * 1024 * 1024
+    # A checkpoint's pickle (a zip's data.pkl: names, shapes, strides; SDXL's is 200 KB), which the pure-Python
+    # weights_only unpickler turns into objects at up to about 30 bytes of memory per byte.
+    max_pickle_bytes: int = 4 * 1024 * 1024
     max_unpacked: int | None = None
     max_tensors: int | None = None
     max_elements: int | None = None  # all tensors together
@@ -93,14 +93,19 @@ def check_file_size(file: Path, size: int, kind: FileKind) -> None:
         )
 
 
+def is_zip_checkpoint(file: Path) -> bool:
+    """What torch.load takes for a zip (its first bytes); anything else it reads as a legacy pickle."""
+    with open(file, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def check_zip_listing(file: Path, size: int, kind: FileKind) -> bool:
     """For a zip checkpoint, the sizes its central directory says its entries unpack to, before any entry
     is read: each and all together at most ``kind``'s limit. Not a zip (a legacy checkpoint): nothing to do,
     its data cannot be more than the file, nor a pickle's. Returns whether the file is a zip whose entries
     are all stored uncompressed (as ``torch.save`` writes them): one ``torch.load(mmap=True)`` can map."""
-    with open(file, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # what torch.load takes for a zip; anything else it reads as a legacy pickle
-            return False
+    if not is_zip_checkpoint(file):
+        return False
     _check_entry_count(file)
     limit = kind.unpacked_limit(size)
     total = 0
@@ -126,6 +131,50 @@ def check_zip_listing(file: Path, size: int, kind: FileKind) -> bool:
                 "(a compressed 'zip bomb'?): refused before unpacking it"
             )
     return all(info.compress_type == zipfile.ZIP_STORED for info in infos)
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _BudgetReader:
+    """A file's ``read``/``readline`` that stop after ``budget`` bytes (pickletools reads through these)."""
+
+    def __init__(self, f, budget: int):
+        self.f, self.left = f, budget
+
+    def _take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise _OverBudget
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        return self._take(self.f.read(self.left + 1 if n < 0 else min(n, self.left + 1)))
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._take(self.f.readline(self.left + 1 if n < 0 else min(n, self.left + 1)))
+
+
+def check_legacy_pickle(file: Path, kind: FileKind) -> None:
+    """For a checkpoint that is not a zip (torch's legacy format: five pickles, then the raw tensor bytes),
+    the pickled part may be at most ``kind.max_pickle_bytes``, as a zip's data.pkl: its opcodes are walked
+    (``pickletools.genops``, which builds no objects) before torch's unpickler makes an object for each."""
+    import pickletools
+
+    with open(file, "rb") as f:
+        reader = _BudgetReader(f, kind.max_pickle_bytes)
+        try:
+            for _ in range(5):  # magic number, protocol, system info, the weights' table, storage keys
+                for _op in pickletools.genops(reader):
+                    pass
+        except _OverBudget:
+            raise ModelFileError(
+                f"{file}: its pickle (names and shapes) runs past {_human(kind.max_pickle_bytes)}, more than "
+                f"{kind.a_name} holds: it is corrupt or not a checkpoint"
+            ) from None
+        except Exception:  # noqa: BLE001  (not a pickle here: torch.load reports it, having read no further)
+            return
 
 
 def _check_entry_count(file: Path) -> None:

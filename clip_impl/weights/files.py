@@ -18,7 +18,7 @@ import torch
 
 from .file_checks import (
     DTYPE_BYTES, MODEL_FILE, FileKind, ModelFileError, check_file_size, check_header_tensors, check_loaded_tensors,
-    check_zip_listing, float_problem, read_config_json, tensor_dtype_name,
+    check_legacy_pickle, check_zip_listing, float_problem, is_zip_checkpoint, read_config_json, tensor_dtype_name,
 )
 
 _PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -256,6 +256,8 @@ def torch_load_weights_only(file, kind: FileKind = MODEL_FILE, mmap: bool = Fals
     size = file.stat().st_size
     check_file_size(file, size, kind)
     mappable = check_zip_listing(file, size, kind)
+    if not is_zip_checkpoint(file):
+        check_legacy_pickle(file, kind)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(str(file), map_location="cpu", weights_only=True, mmap=mmap and mappable)

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from helpers import tiny_models as tm
 from helpers.bounded import HAS_PROC, describe, run_bounded
 from helpers.hostile_files import (
-    deflated_torch_zip, expanded_torch_zip, list_bomb_torch_zip, sparse_safetensors, sparse_torch_zip,
+    deflated_torch_zip, expanded_torch_zip, list_bomb_pickle, list_bomb_torch_zip, sparse_safetensors,
+    sparse_torch_zip,
 )
 from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
 from clip_suite.clip_impl.scoring.aesthetic import AestheticHead, aesthetic_scores, load_head
@@ -59,7 +60,7 @@ def _refusals(paths: dict) -> dict:
 def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path):
     """A 256 KB .pth with a deflated 256 MiB tensor, a one-float storage viewed as 64 M floats, sparse
     .safetensors heads (256 MiB apparent; 32 MiB with a tensor 8 M wide; 16 MiB of 8 M values), a 12 MB
-    data.pkl of 6 M empty lists (before: 0.7 GB and 18 s): each refused naming the file, the
+    data.pkl of 6 M empty lists, the same as a plain pickle (before: 0.7 GB and 18 s): each refused naming the file, the
     entry or tensor and the limit, in bounded memory. Before: 0.97 GB, 0.72 GB and 0.97 GB peaks."""
     paths = {
         "deflated": ("head", deflated_torch_zip(tmp_path / "deflated.pth", 64 * 2**20)),
@@ -71,6 +72,7 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
         "many": ("head", sparse_safetensors(tmp_path / "many.safetensors",
                                             {f"layers.{i}.weight": ("F16", (4096, 1024)) for i in range(2)})),
         "pickle": ("head", list_bomb_torch_zip(tmp_path / "lists.pth", 6_000_000)),
+        "plain pickle": ("head", list_bomb_pickle(tmp_path / "plain.pth", 6_000_000)),
     }
     got = _refusals(paths)
     assert "deflated.pth: entry 'archive/data/0' unpacks to 256.0 MiB" in got["deflated"]
@@ -81,14 +83,15 @@ def test_head_files_claiming_hundreds_of_mb_are_refused_before_reading(tmp_path)
     assert "many.safetensors: tensor 'layers.1.weight'" in got["many"] and "at most 4194304" in got["many"]
     assert "lists.pth: entry 'archive/data.pkl' is 11.4 MiB; the pickle of an aesthetic head (names and shapes) " \
            "is at most 1.0 MiB" in got["pickle"]
+    assert "plain.pth: its pickle (names and shapes) runs past 1.0 MiB" in got["plain pickle"]
 
 
 @bounded
 def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(tmp_path, l_model):
     """Through --model (load_clip): the deflated .pth; a clip_l whose token table claims 40x its rows (a
     hole of 1 GB), as .safetensors and as a torch.save zip (mapped, not read: before, torch.load read it
-    all, 1.5 GB at 20x); a header whose layer index says a billion layers; a 12 MB header of 4 M empty lists
-    (a list object each when parsed). Refused before any data is read."""
+    all, 1.5 GB at 20x); a header whose layer index says a billion layers; a 12 MB pickle of 6 M empty lists;
+    a 12 MB header of 4 M empty lists (a list object each when parsed). Refused before any data is read."""
     good = tm.hf_state(l_model)
     table = "text_model.embeddings.token_embedding.weight"
     rest = {k: v for k, v in good.items() if k != table}
@@ -100,6 +103,7 @@ def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(
         "table": ("model", sparse_safetensors(tmp_path / "table.safetensors", {table: ("F32", (49408 * 40, 128))}, rest)),
         "deep": ("model", tmp_path / "deep.safetensors"),
         "pickled table": ("model", sparse_torch_zip(tmp_path / "table.pt", {table: (49408 * 40, 128)}, rest)),
+        "plain pickle": ("model", list_bomb_pickle(tmp_path / "plain.ckpt", 6_000_000)),
         "values": ("model", _raw_safetensors(tmp_path / "values.safetensors", b'{"__metadata__":[' + b"[]," * 4_000_000 + b"[]]}")),
     }
     got = _refusals(paths)
@@ -108,6 +112,7 @@ def test_model_files_claiming_more_than_their_layout_are_refused_before_reading(
         assert f"{file}: the CLIP-L text encoder needs text_model.embeddings.token_embedding.weight of shape " \
                "[49408, 128] but the file says [1976320, 128]" in got[name]
     assert "deep.safetensors: the CLIP-L text encoder would have layers 1000000000" in got["deep"]
+    assert "plain.ckpt: its pickle (names and shapes) runs past 4.0 MiB" in got["plain pickle"]
     assert "values.safetensors is not a valid .safetensors file (its header lists about 8000003 values; a model " \
            "file has at most 1000000)" in got["values"]
 

@@ -94,6 +94,13 @@ def list_bomb_torch_zip(path, lists: int) -> Path:
     return _write_zip(Path(path), pkl, {}, deflate=False)
 
 
+def list_bomb_pickle(path, lists: int) -> Path:
+    """The same list of ``lists`` empty lists as a plain pickle (what torch.load reads as a legacy file)."""
+    path = Path(path)
+    path.write_bytes(b"\x80\x02]" + b"]a" * lists + b".")
+    return path
+
+
 def expanded_torch_zip(path, shape: tuple, key: str = "weight", bias: bool = True) -> Path:
     """``{key: one float viewed as shape}`` with all strides 0 (+ ``bias`` zeros(shape[0]) viewed the same)."""
     one = _Storage("0", 1)
