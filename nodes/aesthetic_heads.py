@@ -17,7 +17,9 @@ _MAX_HEADS = 8
 HEAD_TOOLTIP = (
     f"A LAION aesthetic predictor head from the {host.AESTHETIC_DIR} folder (.pth, .pt or .safetensors): v1 "
     "sa_0_4_vit_{b_32,l_14}_linear.pth (one linear layer) or v2 sac+logos+ava1-l14-linearMSE.pth (MLP). "
-    "Scores are about 1..10 (higher = people like it more), on the normalised CLIP image embedding."
+    "Scores are about 1..10 (higher = people like it more), on the normalised CLIP image embedding. A head file "
+    "is at most 64 MiB, 4 M float values, 4096 wide (the published ones are 3 KB and 3.7 MB); a file claiming more "
+    "is refused before it is read."
 )
 
 

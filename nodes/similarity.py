@@ -50,7 +50,8 @@ MIN_SCORE_TOOLTIP = (
     "Keep only images scoring at least this, in the units of scale (clipscore_100: 0..100, clipscore_2_5: "
     "0..2.5, cosine: -1..1, logit: about 0..100; with an aesthetic_head: the head's score, about 1..10). 0 keeps "
     "every image on the clamped scales. When no image reaches it, nothing is passed on: the nodes fed by this "
-    "node's outputs are skipped (e.g. no Save Image), without an error."
+    "node's outputs are skipped (e.g. no Save Image), without an error. An image whose score is NaN or infinite "
+    "is never kept (the report says why); min_score itself must be a finite number."
 )
 AESTHETIC_HEAD_TOOLTIP = (
     f"none (default): rank by the CLIP score of text on scale. A head file from {host.AESTHETIC_DIR} (LAION "

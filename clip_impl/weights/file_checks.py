@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 
-
 class ModelFileError(ValueError):
     """A model file that cannot be used; the message names the file and what to do."""
 
@@ -38,7 +37,6 @@ _TORCH_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16"
 for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
     if hasattr(torch, _attr):
         _TORCH_NAMES[getattr(torch, _attr)] = _name
-TORCH_DTYPES = {v: k for k, v in _TORCH_NAMES.items()}  # the float names -> torch dtypes
 _MAX_ZIP_ENTRIES = 1_000_000  # a checkpoint has one entry per tensor storage (an SDXL one: about 2,600)
 
 
