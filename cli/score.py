@@ -9,7 +9,8 @@
 Folders are searched recursively for .png/.jpg/.jpeg/.webp (other files are skipped); files named on the
 command line are read whatever their suffix; anything but a regular file (a FIFO, a device) gets an error
 row. CSV columns: path (as given or found), prompt, score (6 decimals; empty on failure), model, error (the
-reason on failure; on success empty, or notes such as "note: the prompt was cut ..."), rank (1 = best among
+reason on failure, including a score that came out NaN or infinite, which is no score: it is left empty,
+never ranked and never passes --min-score; on success empty, or notes such as "note: the prompt was cut ..."), rank (1 = best among
 the images that share its prompt: these scores compare only within one prompt), truncated (yes when the
 prompt was cut to 75 tokens, keeping the end-of-text token); then probability (``--scale logit``: softmax of
 the logits over the images sharing the prompt, PickScore's probability of being picked) and aesthetic
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -35,14 +37,14 @@ import torch
 from ..clip_impl.images import FITS, ImageLoader, default_workers
 from ..clip_impl.text import WEIGHTINGS, weighting_syntax
 from ..clip_impl.scoring import (
-    SCALES, Scale, ScoringPrompt, apply_scale, logit_factor, pixel_embeddings, prepare_prompt, scoring_towers,
-    text_embedding,
+    SCALES, Scale, ScoringPrompt, apply_scale, logit_factor, not_finite_reasons, pixel_embeddings, prepare_prompt,
+    scoring_towers, text_embedding,
 )
 from .copy_images import copy_files
 from .csv_out import csv_output
 from .images import Progress, collect_images
 from .options import add_device_options, positive, resolve_device
-from .score_options import RANK_BYS, RankBy, ScoreOptions
+from .score_options import RANK_BYS, RankBy, ScoreOptions, finite_float
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-to", metavar="DIR",
                    help="copy the images that pass --min-score/--top-per-prompt (all scored ones without them) "
                         "into DIR; never moves or deletes, skips files already copied")
-    p.add_argument("--min-score", type=float, metavar="X", help="--copy-to: only images scoring at least X (rank-by units)")
+    p.add_argument("--min-score", type=finite_float, metavar="X",
+                   help="--copy-to: only images scoring at least X (rank-by units; a finite number). An image whose "
+                        "score is not finite (NaN, inf) never passes: its error column says why")
     p.add_argument("--top-per-prompt", type=positive, metavar="K", help="--copy-to: only the K best images of each prompt")
     p.add_argument("--out", required=True, help="CSV file to write ('-' for stdout)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (searched recursively)")
@@ -112,6 +116,7 @@ class _Row:
     rank: int | None = None
     probability: float | None = None
     notes: list[str] = field(default_factory=list)  # what was done on the way (image reduced, prompt cut)
+    not_finite: bool = False  # a score or aesthetic score came out NaN or infinite (the error column says why)
 
 
 def run(args) -> int:
@@ -255,14 +260,29 @@ def _score_batch(model, batch, fixed: ScoringPrompt | None, opts: ScoreOptions, 
     embeds = pixel_embeddings(vision, pixels)
     index = {id(r): i for i, (r, _) in enumerate(ok)}
     for row, txt in texts:
-        row.cosine = float(embeds[index[id(row)]] @ txt.to(embeds.device))
-        row.score = float(apply_scale(torch.tensor(row.cosine), opts.scale, factor))
+        i = index[id(row)]
+        cosine = float(embeds[i] @ txt.to(embeds.device))
+        score = float(apply_scale(torch.tensor(cosine), opts.scale, factor))
+        reasons = not_finite_reasons([score], embeds[i : i + 1], text=txt)
+        if reasons:  # no score: never ranked, never passes --min-score; the error column says why
+            _add_error(row, reasons[0])
+            continue
+        row.cosine, row.score = cosine, score
     if head is not None:
         with torch.inference_mode():
             values = head(embeds).tolist()
-        for (row, _), value in zip(ok, values):
-            row.aesthetic = value
+        reasons = not_finite_reasons(values, embeds, what="aesthetic score", head=head.source or head.kind)
+        for i, ((row, _), value) in enumerate(zip(ok, values)):
+            if i in reasons:
+                _add_error(row, reasons[i])
+            else:
+                row.aesthetic = value
     return rows
+
+
+def _add_error(row: _Row, reason: str) -> None:
+    row.error = f"{row.error}; {reason}" if row.error else reason
+    row.not_finite = True
 
 
 def _rank(rows: list[_Row], rank_by: RankBy, scale: Scale) -> None:
@@ -289,7 +309,7 @@ def _rank(rows: list[_Row], rank_by: RankBy, scale: Scale) -> None:
 
 def _passes(row: _Row, opts: ScoreOptions) -> bool:
     value = row.score if opts.rank_by == "score" else row.aesthetic
-    if value is None or row.rank is None:
+    if value is None or row.rank is None or not math.isfinite(value):
         return False
     if opts.min_score is not None and value < opts.min_score:
         return False
@@ -334,6 +354,9 @@ def _summary(rows: list[_Row], opts: ScoreOptions, copied) -> None:
         line += f": {_stats(scores)} ({opts.scale})"
     if aesthetic:
         line += f"{'; aesthetic' if scores else ':'} {_stats(aesthetic)}" + ("" if scores else " (aesthetic)")
+    not_finite = sum(1 for r in rows if r.not_finite)
+    if not_finite:
+        line += f"; {not_finite} with a score that is not finite (NaN or inf: never copied, see the error column)"
     truncated = sum(1 for r in rows if r.truncated and r.score is not None)
     if truncated:
         line += f"; {truncated} scored with a prompt truncated to 75 tokens"

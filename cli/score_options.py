@@ -4,6 +4,7 @@ passed to the helpers of ``score.py`` instead of the argparse namespace."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -14,6 +15,18 @@ from ..clip_impl.text import Weighting
 from ..clip_impl.weights import Precision
 from .copy_images import check_target
 from .options import Device, read_prompt
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused: no score compares with NaN, so a NaN
+    threshold would pass every image)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a score such as 25 or 0.3")
+    return value
+
 
 RankBy = Literal["score", "aesthetic"]
 RANK_BYS: tuple[RankBy, ...] = get_args(RankBy)
@@ -64,6 +77,8 @@ class ScoreOptions:
             raise ValueError("--rank-by score needs --prompt or --prompts-from-metadata")
         if rank_by == "aesthetic" and not args.aesthetic:
             raise ValueError("--rank-by aesthetic needs --aesthetic HEAD")
+        if args.min_score is not None and not math.isfinite(args.min_score):
+            raise ValueError(f"--min-score {args.min_score}; give a finite number (no score compares with NaN)")
         if (args.min_score is not None or args.top_per_prompt is not None) and not args.copy_to:
             raise ValueError("--min-score and --top-per-prompt choose the images --copy-to copies; give --copy-to DIR")
         if args.copy_to:

@@ -15,7 +15,7 @@ import torch
 
 from ..clip_impl.scoring import SCALES, AestheticResult, SimilarityResult, score_images, scoring_towers
 from . import common, host
-from .aesthetic_heads import head_choices, run_aesthetic
+from .aesthetic_heads import head_choices, refuse_not_finite, run_aesthetic
 
 MAX_TOP_K = 4096  # EmptyImage's largest batch
 MIN_SCORE_RANGE = (-1.0, 100.0)  # cosine's lowest value .. clipscore_100's highest
@@ -50,7 +50,8 @@ MIN_SCORE_TOOLTIP = (
     "Keep only images scoring at least this, in the units of scale (clipscore_100: 0..100, clipscore_2_5: "
     "0..2.5, cosine: -1..1, logit: about 0..100; with an aesthetic_head: the head's score, about 1..10). 0 keeps "
     "every image on the clamped scales. When no image reaches it, nothing is passed on: the nodes fed by this "
-    "node's outputs are skipped (e.g. no Save Image), without an error."
+    "node's outputs are skipped (e.g. no Save Image), without an error. An image whose score is NaN or infinite "
+    "is never kept (the report says why); min_score itself must be a finite number."
 )
 AESTHETIC_HEAD_TOOLTIP = (
     f"none (default): rank by the CLIP score of text on scale. A head file from {host.AESTHETIC_DIR} (LAION "
@@ -83,8 +84,10 @@ def scoring_clip(clip) -> host.HostedClip:
     return hosted
 
 
-def run_scoring(clip, images, text: str, scale: str) -> SimilarityResult:
-    """Score every image of ``images`` against ``text`` on the host (towers loaded first)."""
+def run_scoring(clip, images, text: str, scale: str, keep_not_finite: bool = False) -> SimilarityResult:
+    """Score every image of ``images`` against ``text`` on the host (towers loaded first). Inputs are
+    checked, so a NaN or infinite score is the model's (e.g. fp16 overflow): an error naming the images and
+    why, never a score passed on; with ``keep_not_finite`` (Keep Best) only when no score is finite."""
     h = host.get_host()
     hosted = scoring_clip(clip)
     model = hosted.model
@@ -92,21 +95,15 @@ def run_scoring(clip, images, text: str, scale: str) -> SimilarityResult:
     role = next(r for r, t in model.towers.items() if t is text_tower)
     h.prepare(hosted, parts=("vision", role))
     result = score_images(model, images, text, scale)
-    bad = [i for i, s in enumerate(result.scores) if not math.isfinite(s)]
-    if bad:  # inputs are checked, so this is the model (e.g. fp16 overflow): never pass a NaN score on
-        raise ValueError(
-            f"the model gave a NaN or infinite score for image{'s' if len(bad) > 1 else ''} "
-            f"{', '.join(map(str, bad[:8]))} of {len(result.scores)}; its numbers overflowed or its weights "
-            "are broken: load it with precision fp32, or use another file"
-        )
+    refuse_not_finite(result, "score", keep_not_finite)
     return result
 
 
 def ranking(result: SimilarityResult | AestheticResult) -> list[int]:
     """Batch indexes best first: by cosine (so images tied at a clamped 0 still rank; an aesthetic score has
-    no clamp: by score), then batch order."""
+    no clamp: by score), then batch order. Images whose score is not finite are left out."""
     values = result.cosines if isinstance(result, SimilarityResult) else result.scores
-    return sorted(range(len(values)), key=lambda i: (-values[i], i))
+    return sorted(result.finite, key=lambda i: (-values[i], i))
 
 
 class ClipSuiteImageTextSimilarity:
@@ -194,10 +191,12 @@ class ClipSuiteSelectBest:
     def select(self, clip, images, text, top_k, min_score, scale, aesthetic_head=common.NO_FILE):
         if top_k < 1:
             raise ValueError(f"top_k={top_k}; keep at least 1 image")
+        if not math.isfinite(min_score):  # a linked value is not range-checked; nothing compares with NaN
+            raise ValueError(f"min_score is {min_score}; give a finite number in the units of scale (see its tooltip)")
         if aesthetic_head and aesthetic_head != common.NO_FILE:
-            result = run_aesthetic(scoring_clip(clip), images, aesthetic_head)
+            result = run_aesthetic(scoring_clip(clip), images, aesthetic_head, keep_not_finite=True)
         else:
-            result = run_scoring(clip, images, text, scale)
+            result = run_scoring(clip, images, text, scale, keep_not_finite=True)
         kept = [i for i in ranking(result) if result.scores[i] >= min_score][:top_k]
         report = select_report(result, kept, top_k, min_score)
         scores = [result.scores[i] for i in kept]
@@ -223,5 +222,11 @@ def select_report(result: SimilarityResult | AestheticResult, kept: list[int], t
             f"kept none of {n} image{'s' if n != 1 else ''}: no score reached min_score {min_score:g} "
             f"(best #{best}: {result.scores[best]:.4f} {units}); nothing passed on, the nodes fed by "
             "this node are skipped"
+        )
+    if result.invalid:
+        bad = sorted(result.invalid)
+        head += (
+            f"\nnever kept: image{'s' if len(bad) > 1 else ''} {', '.join(f'#{i}' for i in bad)}, whose score is not "
+            "finite (NaN or infinite; see below why)"
         )
     return head + "\n" + result.report

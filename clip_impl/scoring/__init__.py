@@ -4,6 +4,7 @@ behind search and de-duplication.
 """
 
 from .aesthetic import AestheticHead, AestheticResult, aesthetic_scores, check_fits, load_head
+from .finite import describe_value, not_finite_reasons
 from .file_embedding import FileEmbedding, embed_image_files, read_pixels
 from .search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .similarity import (
@@ -21,5 +22,5 @@ __all__ = [
     "summary_line", "SCALES", "Scale", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
     "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
     "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
-    "parse_templates",
+    "parse_templates", "describe_value", "not_finite_reasons",
 ]

@@ -15,11 +15,15 @@ The head's input width must equal the vision tower's embedding width (``projecti
 ViT-B/32 and B/16, 768 for ViT-L/14); :func:`check_fits` refuses a mismatch naming both.
 
 Files: ``.safetensors``, or ``.pth``/``.pt`` read with ``torch.load(weights_only=True)`` (a
-``{"state_dict": ...}`` wrapper is unwrapped).
+``{"state_dict": ...}`` wrapper is unwrapped). A head file is small: before any tensor is read, the file's
+size, its zip listing or header, and every tensor's dtype and claimed shape are checked against what a head
+may hold (``weights.file_checks.AESTHETIC_HEAD``: at most 64 MiB of file, 64 tensors, 4 M values, 4096 wide,
+float16/bfloat16/float32/float64), so a file that claims gigabytes is refused in a few MB of memory.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,7 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from ..images.preprocess import check_image_batch, preprocess_images
-from ..weights.files import ModelFileError, load_pickle_weights
+from ..weights.file_checks import AESTHETIC_HEAD, check_loaded_tensors
+from ..weights.files import ModelFileError, load_pickle_weights, load_safetensors_weights
+from .finite import not_finite_reasons
 
 HEAD_SUFFIXES = (".safetensors", ".pth", ".pt")
 _MLP_KEY = re.compile(r"layers\.(\d+)\.(weight|bias)$")
@@ -67,6 +73,8 @@ def head_from_state_dict(sd: dict, source: str = "") -> AestheticHead:
     """An :class:`AestheticHead` from a state dict in either published layout; ModelFileError otherwise."""
     name = source or "the aesthetic head"
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    # dtype, layout and claimed shape before any arithmetic: a zero-stride view claims more than it holds.
+    check_loaded_tensors(name, tensors, AESTHETIC_HEAD)
     if set(tensors) == {"weight", "bias"}:
         layers = [(tensors["weight"], tensors["bias"])]
         kind = "v1 linear"
@@ -120,15 +128,9 @@ def load_head(path: str | os.PathLike) -> AestheticHead:
         raise ModelFileError(f"{path}: aesthetic head file not found")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelFileError(f"{path}: not a readable .safetensors file ({e}); get it again") from e
+        sd = load_safetensors_weights(path, AESTHETIC_HEAD)
     elif suffix in (".pth", ".pt"):
-        sd = load_pickle_weights(path)
+        sd = load_pickle_weights(path, AESTHETIC_HEAD)
     else:
         raise ModelFileError(f"{path}: unknown file type {path.suffix!r}; use {', '.join(HEAD_SUFFIXES)}")
     return head_from_state_dict(sd, path.name)
@@ -152,31 +154,46 @@ def check_fits(head: AestheticHead, vision, model_name: str = "") -> None:
 
 @dataclass
 class AestheticResult:
-    """Per-image aesthetic scores (batch order), with the head and model used."""
+    """Per-image aesthetic scores (batch order), with the head and model used. ``invalid``: index -> why,
+    for the scores that are NaN or infinite (never a score: the summary and the best image leave them out)."""
 
     scores: list[float]
     head: str
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    invalid: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def finite(self) -> list[int]:
+        """The indexes of the finite scores, in batch order."""
+        return [i for i in range(len(self.scores)) if i not in self.invalid]
 
     @property
     def mean(self) -> float:
-        return sum(self.scores) / len(self.scores)
+        """The mean of the finite scores (NaN when there is none)."""
+        values = [self.scores[i] for i in self.finite]
+        return sum(values) / len(values) if values else math.nan
 
     @property
     def best_index(self) -> int:
-        """Index of the highest score (the first on ties)."""
-        return max(range(len(self.scores)), key=lambda i: (self.scores[i], -i))
+        """Index of the highest finite score (the first on ties; 0 when no score is finite)."""
+        return max(self.finite, key=lambda i: (self.scores[i], -i), default=0)
 
     @property
     def report(self) -> str:
         n, best = len(self.scores), self.best_index
-        lines = [
-            f"Aesthetic score ({self.head}{', ' + self.model if self.model else ''})",
-            f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(self.scores):.4f}, "
-            f"max {max(self.scores):.4f}, best #{best}",
-        ]
-        lines += [f"  #{i}: {s:.4f}" for i, s in enumerate(self.scores)]
+        values = [self.scores[i] for i in self.finite]
+        lines = [f"Aesthetic score ({self.head}{', ' + self.model if self.model else ''})"]
+        if values:
+            lines.append(
+                f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(values):.4f}, "
+                f"max {max(values):.4f}, best #{best}"
+                + (f"; {len(self.invalid)} not finite" if self.invalid else "")
+            )
+        else:
+            lines.append(f"{n} image{'s' if n != 1 else ''}: no finite score")
+        lines += [f"  #{i}: {s:.4f}" if i not in self.invalid else f"  #{i}: {self.invalid[i]}"
+                  for i, s in enumerate(self.scores)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -205,4 +222,5 @@ def aesthetic_scores(model, head: AestheticHead, images: torch.Tensor, batch_siz
     embeds = embeddings_for_head(model.vision, images, batch_size)
     with torch.inference_mode():
         scores = head(embeds).tolist()
-    return AestheticResult(scores, head.describe(), model.vision.config.name)
+    invalid = not_finite_reasons(scores, embeds, what="aesthetic score", head=head.source or head.kind)
+    return AestheticResult(scores, head.describe(), model.vision.config.name, invalid=invalid)

@@ -30,6 +30,7 @@ from ..model import ClipModel
 from ..images.preprocess import check_image_batch, preprocess_images
 from ..text.syntax import parse_prompt
 from ..tokenizer import BOS_ID, EOS_ID, get_tokenizer
+from .finite import not_finite_reasons
 
 Scale = Literal["clipscore_100", "clipscore_2_5", "cosine", "logit"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
@@ -192,7 +193,9 @@ def apply_scale(cosines: torch.Tensor, scale: Scale, factor: float = DEFAULT_LOG
 
 @dataclass
 class SimilarityResult:
-    """Per-image scores (batch order), their raw cosines, mean and the best image."""
+    """Per-image scores (batch order), their raw cosines, mean and the best image. ``invalid``: index ->
+    why, for the scores that are NaN or infinite (never a score: the summary and the best image leave them
+    out, see ``finite.py``)."""
 
     scores: list[float]
     cosines: list[float]
@@ -200,6 +203,12 @@ class SimilarityResult:
     prompt: ScoringPrompt
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    invalid: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def finite(self) -> list[int]:
+        """The indexes of the finite scores, in batch order."""
+        return [i for i in range(len(self.scores)) if i not in self.invalid]
 
     @property
     def probabilities(self) -> list[float] | None:
@@ -211,25 +220,33 @@ class SimilarityResult:
 
     @property
     def mean(self) -> float:
-        return sum(self.scores) / len(self.scores)
+        """The mean of the finite scores (NaN when there is none)."""
+        values = [self.scores[i] for i in self.finite]
+        return sum(values) / len(values) if values else math.nan
 
     @property
     def best_index(self) -> int:
-        """Index of the best image (by cosine, so ties among scores clamped to 0 still rank; first on ties)."""
-        return max(range(len(self.cosines)), key=lambda i: (self.cosines[i], -i))
+        """Index of the best image (by cosine, so ties among scores clamped to 0 still rank; first on ties;
+        finite scores only, 0 when there is none)."""
+        return max(self.finite, key=lambda i: (self.cosines[i], -i), default=0)
 
     @property
     def report(self) -> str:
         """A few lines for people: prompt, summary, one line per image, notes."""
         n, best = len(self.scores), self.best_index
         shown = self.prompt.cleaned if len(self.prompt.cleaned) <= 80 else self.prompt.cleaned[:77] + "..."
-        lines = [
-            f"CLIP score ({self.scale}{', ' + self.model if self.model else ''}) for \"{shown}\"",
-            f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(self.scores):.4f}, "
-            f"max {max(self.scores):.4f}, best #{best}",
-        ]
-        probs = self.probabilities or [None] * n
+        values = [self.scores[i] for i in self.finite]
+        lines = [f"CLIP score ({self.scale}{', ' + self.model if self.model else ''}) for \"{shown}\""]
+        if values:
+            lines.append(
+                f"{n} image{'s' if n != 1 else ''}: mean {self.mean:.4f}, min {min(values):.4f}, "
+                f"max {max(values):.4f}, best #{best}" + (f"; {len(self.invalid)} not finite" if self.invalid else "")
+            )
+        else:
+            lines.append(f"{n} image{'s' if n != 1 else ''}: no finite score")
+        probs = (self.probabilities if not self.invalid else None) or [None] * n
         lines += [
+            f"  #{i}: {self.invalid[i]}" if i in self.invalid else
             f"  #{i}: {s:.4f} (cosine {c:+.4f}" + (f", softmax {p:.4f})" if p is not None else ")")
             for i, (s, c, p) in enumerate(zip(self.scores, self.cosines, probs))
         ]
@@ -262,4 +279,5 @@ def score_images(
                 "load a full CLIP file (e.g. PickScore) for its own factor"
             )
     scores = apply_scale(cos.float(), scale, factor).tolist()
-    return SimilarityResult(scores, cos.tolist(), scale, prompt, model.vision.config.name, notes)
+    invalid = not_finite_reasons(scores, img, text=txt)
+    return SimilarityResult(scores, cos.tolist(), scale, prompt, model.vision.config.name, notes, invalid)

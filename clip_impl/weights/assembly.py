@@ -16,6 +16,7 @@ from typing import Literal, get_args
 import torch
 
 from ..towers.pending_copies import PendingCopies
+from .file_checks import MODEL_FILE, float_problem
 from .files import ModelFileError, WeightReader
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -137,6 +138,62 @@ def convert_weights(
         for name, tensor in pool.map(convert, list(sd.items())):
             sd[name] = tensor
     return ConvertedWeights(compute, deferred)
+
+
+# The largest tower a file may describe (every real CLIP several times over: bigG's vision tower is 1664 wide
+# and 48 deep); checked before a tower is built, even on the meta device, since the depth is read from key
+# names ("layers.999999999.") and the widths from shapes.
+TOWER_LIMITS = {"width": 16384, "layers": 256, "heads": 1024, "mlp_width": 1 << 17, "projection_dim": 16384,
+                "vocab_size": 1 << 20, "positions": 1 << 16, "patch": 1024, "image_size": 16384}
+
+
+def check_before_reading(reader, keys: list[str], to_state_dict, tower_class, cfg, where: str, what: str,
+                         config_file=None) -> None:
+    """Refuse a tower before any of its tensor data is read: a size out of :data:`TOWER_LIMITS`, a tensor
+    that is not floating-point (int, bool, complex, sparse, meta), or one whose shape is not what the
+    tower's layout needs. The tower is built on the meta device and the file's claimed shapes are renamed
+    as the load renames the tensors (``to_state_dict`` on meta tensors), so this is the strict load's own
+    check, made before reading instead of after (a header may claim a 2 GB tensor where 300 KB belong).
+    ``reader`` without ``shapes`` (a stand-in serving tensors) is only checked for its sizes."""
+    for name, most in TOWER_LIMITS.items():
+        value = getattr(cfg, name, None)
+        if value is not None and not 1 <= value <= most:
+            raise ModelFileError(
+                f"{where}: {what} would have {name} {value}; a CLIP tower has 1 to {most}: the file is corrupt "
+                "or not a CLIP model"
+            )
+    shapes, dtypes = getattr(reader, "shapes", None), getattr(reader, "dtypes", {})
+    if shapes is None:
+        return
+    metas = {}
+    for key in keys:
+        problem = "" if key.endswith("position_ids") else float_problem(dtypes.get(key, "F32"), MODEL_FILE)
+        if problem:
+            raise ModelFileError(f"{where}: tensor {key!r} {problem}; the file is corrupt or not a CLIP model")
+        metas[key] = torch.empty(shapes[key], device="meta")
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in tower_class(cfg, source=where).state_dict().items()}
+    except ValueError as e:  # e.g. a width the head count does not divide
+        origin = f" (num_attention_heads {cfg.heads} is from {config_file})" if config_file else ""
+        raise ModelFileError(f"{where}: {what} cannot be built: {e}{origin}; the file is corrupt") from e
+    sd = to_state_dict(metas)
+    for name, value in sd.items():
+        parts = value if isinstance(value, list) else [value]
+        if any(p.ndim == 0 or p.shape[1:] != parts[0].shape[1:] for p in parts):
+            shape = " + ".join(str(list(p.shape)) for p in parts)
+        else:
+            shape = [sum(p.shape[0] for p in parts), *parts[0].shape[1:]]
+        if name not in want:
+            raise ModelFileError(f"{where}: {what} has no tensor {name} (the file holds one); the file is not this model")
+        if shape != list(want[name]):
+            raise ModelFileError(
+                f"{where}: {what} needs {name} of shape {list(want[name])} but the file says {shape}: "
+                "the file is corrupt or not this model (refused before reading it)"
+            )
+    missing = [k for k in want if k not in sd]
+    if missing:
+        raise ModelFileError(f"{where}: {what} is incomplete: the file has no {', '.join(missing[:3])}")
 
 
 def assemble(tower_class, cfg, sd: dict, converted: ConvertedWeights, where: str, what: str):

@@ -27,7 +27,9 @@ from ..clip_skip import FAMILIES, TOWER_LABELS
 from .text_layouts import TowerSource, find_text_towers, to_tower_state_dict, tower_keys
 from ..model import ClipModel
 from ..towers.text import CLIP_L, OPENCLIP_BIGG, OPENCLIP_H, TextTower
-from .assembly import PRECISIONS, Precision, assemble, convert_weights, dtypes_for, file_identity, shared_tower
+from .assembly import (
+    PRECISIONS, Precision, assemble, check_before_reading, convert_weights, dtypes_for, file_identity, shared_tower,
+)
 from .vision import find_vision, no_vision_message
 from .files import ModelFileError, WeightReader
 
@@ -222,10 +224,18 @@ def build_text_tower(
         cfg = cfg.with_shape(heads=int(hf_cfg["num_attention_heads"]))
     if hf_cfg.get("intermediate_size"):
         cfg = cfg.with_shape(mlp_width=int(hf_cfg["intermediate_size"]))
-    tensors = reader.read(tower_keys(src, reader.shapes))
-    sd = to_tower_state_dict(src, tensors)
-    if not src.has_projection:
-        sd.pop("text_projection.weight", None)
     where = f"{reader.name}" + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
+    what = f"the {TOWER_LABELS[role]} text encoder"
+
+    def state_dict(tensors: dict) -> dict:
+        sd = to_tower_state_dict(src, tensors)
+        if not src.has_projection:
+            sd.pop("text_projection.weight", None)
+        return sd
+
+    keys = tower_keys(src, reader.shapes)
+    config_file = reader.config_file_for(src.prefix) if hasattr(reader, "config_file_for") else None
+    check_before_reading(reader, keys, state_dict, TextTower, cfg, where, what, config_file)
+    sd = state_dict(reader.read(keys))
     converted = convert_weights(sd, precision, device, storage_dtype, where, defer=True)
-    return assemble(TextTower, cfg, sd, converted, where, f"the {TOWER_LABELS[role]} text encoder")
+    return assemble(TextTower, cfg, sd, converted, where, what)

@@ -97,23 +97,30 @@ def find_text_towers(shapes: dict[str, tuple[int, ...]]) -> list[TowerSource]:
                 continue
         else:
             continue
-        towers.append(_describe(shapes, prefix, layout))
+        tower = _describe(shapes, prefix, layout)
+        if tower is not None:
+            towers.append(tower)
     return towers
 
 
-def _describe(shapes, prefix: str, layout: str) -> TowerSource:
+def _describe(shapes, prefix: str, layout: str) -> TowerSource | None:
+    """The tower at ``prefix``; None when its token table or projection is not 2-D (a corrupt header)."""
     keys = [k for k in shapes if k.startswith(prefix)]
     if layout == "openclip":
-        width = shapes[prefix + "token_embedding.weight"][1]
+        table = shapes[prefix + "token_embedding.weight"]
         layers = _layer_count(keys, re.compile(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\."))
         proj = shapes.get(prefix + "text_projection")
-        proj_dim = proj[1] if proj else None
+        axis = 1
     else:
         base = prefix + ("text_model." if layout == "hf" else "")
-        width = shapes[base + "embeddings.token_embedding.weight"][1]
+        table = shapes.get(base + "embeddings.token_embedding.weight", ())
         layers = _layer_count(keys, re.compile(re.escape(base) + r"encoder\.layers\.(\d+)\."))
         proj = shapes.get(prefix + "text_projection.weight")
-        proj_dim = proj[0] if proj else None
+        axis = 0
+    if len(table) != 2 or (proj is not None and len(proj) != 2):
+        return None
+    width = table[1]
+    proj_dim = proj[axis] if proj else None
     return TowerSource(layout, prefix, _family(prefix, layout, width), width, layers, proj is not None, proj_dim)
 
 

@@ -23,13 +23,14 @@ file's own text tower; a ``clip_vision`` file pairs with a text encoder from the
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 
 import torch
 
 from .text_layouts import OPENCLIP_BLOCK, block_name, fuse_qkv
-from .assembly import assemble, convert_weights, file_identity, shared_tower
+from .assembly import assemble, check_before_reading, convert_weights, file_identity, shared_tower
 from ..towers.vision import VISION_PRESETS, VisionTower, VisionTowerConfig
 from .files import ModelFileError, WeightReader
 
@@ -44,6 +45,8 @@ _WIDTH_DEFAULTS = {768: (12, "quick_gelu"), 1024: (16, "quick_gelu"), 1280: (16,
 # bigG: 1280/1664). Used to refuse pairs of known sizes that belong to different CLIPs.
 _SAME_CLIP = {512: {768}, 768: {1024}, 1024: {1280, 1408}, 1280: {1664}}
 _KNOWN_VISION_WIDTHS = set().union(*_SAME_CLIP.values())
+# CLIP clamps logit_scale at ln(100) in training; past 30 exp() gives 1e13 and more (float32 overflows at 88).
+MAX_LOGIT_SCALE = 30.0
 
 
 def _shape(cfg) -> tuple:
@@ -156,11 +159,15 @@ def find_vision_sources(shapes: dict) -> list[VisionSource]:
         names = {part: prefix + getattr(layout, part) for part in ("cls", "conv", "pos", "fc1")}
         if not all(n in shapes for n in names.values()):
             continue  # a ViT without CLIP's class token / conv stem (e.g. timm or DINO): not ours
-        conv, positions = shapes[names["conv"]], shapes[names["pos"]][0]
-        grid = round((positions - 1) ** 0.5)
+        conv, pos, cls = shapes[names["conv"]], shapes[names["pos"]], shapes[names["cls"]]
+        if len(pos) != 2 or len(cls) != 1 or len(shapes[names["fc1"]]) != 2 or pos[0] < 2:
+            continue  # not CLIP's shapes (a corrupt header): no tower here
+        positions = pos[0]
+        grid = math.isqrt(positions - 1)
         if len(conv) != 4 or conv[1] != 3 or conv[2] != conv[3] or grid * grid != positions - 1:
             continue
         proj = shapes.get(prefix + layout.proj)
+        proj = proj if proj is not None and len(proj) == 2 else None
         layers = _layer_count(shapes, re.compile(re.escape(prefix) + layout.layers))
         out.append(
             VisionSource(
@@ -219,8 +226,11 @@ def logit_scale_reader(reader: WeightReader, src: VisionSource):
 
     def read() -> float:
         value = tensor().float().reshape(())
-        if not bool(torch.isfinite(value)):
-            raise ModelFileError(f"{name}: logit_scale is {float(value)}; the file is corrupt")
+        if not bool(torch.isfinite(value)) or abs(float(value)) > MAX_LOGIT_SCALE:
+            raise ModelFileError(
+                f"{name}: logit_scale is {float(value)}; CLIP's is at most ln(100) = 4.61 (its exp multiplies the "
+                f"cosines; past {MAX_LOGIT_SCALE} the logits overflow): the file is corrupt"
+            )
         return float(value)
 
     return read
@@ -319,10 +329,14 @@ def build_vision_tower(
     """Read the vision tower's tensors and build it (meta device first, weights assigned, no random init)."""
     cfg = cfg or src.config(reader.config_for(src.prefix))
     where = reader.name + (f" ({src.prefix.rstrip('.')})" if src.prefix else "")
-    sd = to_vision_state_dict(src, reader.read(vision_keys(src, reader.shapes)))
+    what = f"the {cfg.name} vision tower"
+    keys = vision_keys(src, reader.shapes)
+    check_before_reading(reader, keys, lambda t: to_vision_state_dict(src, t), VisionTower, cfg, where, what,
+                         reader.config_file_for(src.prefix))
+    sd = to_vision_state_dict(src, reader.read(keys))
     converted = convert_weights(sd, precision, device, storage_dtype, where, defer=True)
     # OpenCLIP stores the class embedding as (C,) and positions as (N, C), as HF does; the conv has no bias.
-    tower = assemble(VisionTower, cfg, sd, converted, where, f"the {cfg.name} vision tower")
+    tower = assemble(VisionTower, cfg, sd, converted, where, what)
     log.info("vision tower %s from %s", cfg.name, where)
     return tower
 
