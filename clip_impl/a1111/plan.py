@@ -128,9 +128,9 @@ def plan_prompt(text: str, *, weighting: str, steps: int = 0, text_l: str | None
             notes.append(f"AND is encoded as a word under {weighting} weighting; use a1111 weighting for A1111's AND")
     if len(parts) > MAX_SCHEDULE_ENTRY_CHUNKS:  # one entry per sub-prompt at least
         _too_many_entries(len(parts), steps)
-    has_schedule = any(has_schedule_syntax(t) for t, _ in parts) or bool(text_l and has_schedule_syntax(text_l))
     weights = [w for _, w in parts]
     if steps == 0:
+        has_schedule = any(has_schedule_syntax(t) for t, _ in parts) or bool(text_l and has_schedule_syntax(text_l))
         if has_schedule:
             notes.append("the prompt holds A1111 schedule syntax ([a:b:when], [a|b]): encoded as written; "
                          "set steps (and scheduler) to the sampler's to resolve it")
@@ -141,6 +141,7 @@ def plan_prompt(text: str, *, weighting: str, steps: int = 0, text_l: str | None
     last = max(1, min(n, steps) - 1)  # schedule positions used: sampler step s uses max(min(s, steps - 1), 1)
     timelines = [Timeline(part, steps, last) for part, _ in parts]
     l_timeline = Timeline(text_l, steps, last) if text_l else None
+    has_schedule = any(t.has_syntax for t in timelines) or bool(l_timeline and l_timeline.has_syntax)
     states = sum(t.states for t in timelines) + (l_timeline.states if l_timeline else 0)
     if states > MAX_SCHEDULE_TEXTS:  # counted before any text is built
         together = " (its AND sub-prompts and CLIP-L prompt together)" if len(timelines) > 1 or l_timeline else ""
@@ -150,12 +151,13 @@ def plan_prompt(text: str, *, weighting: str, steps: int = 0, text_l: str | None
         )
     too_many = lambda count: _too_many_entries(len(entries) + count, steps)  # noqa: E731
     entries: list[PlanEntry] = []
+    chars = 0  # of the different texts built so far: bounded before all are built
     l_runs = None
     if l_timeline is not None:
-        l_timeline.build(deadline)
+        chars += l_timeline.build(deadline)
         l_runs = l_timeline.runs(MAX_SCHEDULE_ENTRY_CHUNKS, too_many)
     for i, ((_, weight), timeline) in enumerate(zip(parts, timelines)):
-        timeline.build(deadline)
+        chars += timeline.build(deadline, MAX_SCHEDULE_CHARS - chars)
         runs = _pair_runs(timeline.runs(MAX_SCHEDULE_ENTRY_CHUNKS - len(entries), too_many), l_runs)
         for a, b, t, tl in runs:
             entries.append(PlanEntry(timeline.texts[t], l_timeline.texts[tl] if l_timeline else None, weight,

@@ -33,7 +33,7 @@ from collections import Counter
 from itertools import groupby
 
 from ..text.encode import MAX_WEIGHT
-from .limits import MAX_SCHEDULE_TEXTS, SCHEDULE_FIX, Deadline, check_deadline, check_steps
+from .limits import MAX_SCHEDULE_CHARS, MAX_SCHEDULE_TEXTS, SCHEDULE_FIX, Deadline, check_deadline, check_steps
 from .schedule_grammar import Alternate, Group, Junk, Scheduled, parse_schedule
 
 _AND = re.compile(r"\bAND\b")
@@ -79,7 +79,7 @@ class _Compiler:
         self.whens: set[int] = set()
         self.splits: set[int] = set()
         self.cycles: list[tuple[int, int, float]] = []
-        self.has_cycle = False
+        self.has_cycle = self.has_edit = False
 
     def parts(self, items, lo: float, hi: float) -> list:
         """``items`` compiled for the steps ``lo``..``hi`` (where they are used), adjacent texts joined."""
@@ -104,6 +104,7 @@ class _Compiler:
                     self._walk(part, lo, hi, out)
                 out.append(item.closing)
             elif isinstance(item, Scheduled):
+                self.has_edit = True
                 when = _when(item.literal_when, self.steps)
                 if when >= 1:
                     self.whens.add(when)
@@ -152,6 +153,7 @@ class Timeline:
         items = parse_schedule(prompt)
         compiler = _Compiler(steps)
         self.parts = compiler.parts(items, 1, math.inf) if items is not None else [prompt]
+        self.has_syntax = compiler.has_edit or compiler.has_cycle  # has_schedule_syntax(prompt)
         self.boundaries = sorted({steps, *compiler.whens} | (set(range(1, steps + 1)) if compiler.has_cycle else set()))
         splits = sorted(w for w in compiler.splits if 1 <= w < last)
         self.starts = [1] + [w + 1 for w in splits]
@@ -181,9 +183,12 @@ class Timeline:
                 lcm = _lcm_capped(sorted(active), self.last)
             self.periods[k] = min(self.ends[k] - self.starts[k] + 1, lcm)
 
-    def build(self, deadline: Deadline | None = None) -> None:
-        """Make each different text once (at most :attr:`states` of them)."""
+    def build(self, deadline: Deadline | None = None, max_chars: int = MAX_SCHEDULE_CHARS) -> int:
+        """Make each different text once (at most :attr:`states` of them); returns their characters.
+        ValueError as soon as those pass ``max_chars`` (every text is in an entry at least once, so the
+        schedule's entries would hold more), before more texts are built."""
         index: dict[str, int] = {}
+        chars = 0
         for start, period in zip(self.starts, self.periods):
             sequence = []
             for t in range(start, start + period):
@@ -191,9 +196,19 @@ class Timeline:
                 out: list[str] = []
                 _render(self.parts, t, out)
                 text = "".join(out)
-                sequence.append(index.setdefault(text, len(index)))
+                if text not in index:
+                    chars += len(text)
+                    if chars > max_chars:
+                        raise ValueError(
+                            f"the prompt schedule's different texts hold more than {MAX_SCHEDULE_CHARS:,} characters in all "
+                            f"(each repeats most of a {len(self.prompt):,}-character prompt); the limit is "
+                            f"{MAX_SCHEDULE_CHARS:,}: shorten the prompt, or {SCHEDULE_FIX}"
+                        )
+                    index[text] = len(index)
+                sequence.append(index[text])
             self.sequences.append(sequence)
         self.texts = list(index)
+        return chars
 
     def index_at(self, t: int) -> int:
         """Which of :attr:`texts` position ``t`` uses (after :meth:`build`)."""

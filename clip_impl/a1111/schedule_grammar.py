@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 MAX_DEPTH = 64  # nesting depth of brackets inside one schedule/alternation construct
 
@@ -226,7 +225,6 @@ def choose_literals(items: list) -> list:
     return out
 
 
-@lru_cache(maxsize=4)  # a plan asks twice per prompt (has_schedule_syntax, then the steps' texts)
 def parse_schedule(prompt: str) -> tuple | None:
     """The prompt's top-level items (str, :class:`Junk`, :class:`Group`, :class:`Scheduled`,
     :class:`Alternate`), or None when A1111's grammar cannot read it (then it is used as written)."""
