@@ -139,12 +139,13 @@ def plan_prompt(text: str, *, weighting: str, steps: int = 0, text_l: str | None
         return PromptPlan(entries, 0, tags, has_schedule, weights, notes)
     n = sampler_steps or steps
     last = max(1, min(n, steps) - 1)  # schedule positions used: sampler step s uses max(min(s, steps - 1), 1)
-    timelines = [Timeline(part, steps, last) for part, _ in parts]
+    by_text: dict[str, Timeline] = {}  # equal sub-prompts share their texts (A1111 encodes them once too)
+    timelines = [by_text.get(part) or by_text.setdefault(part, Timeline(part, steps, last)) for part, _ in parts]
     l_timeline = Timeline(text_l, steps, last) if text_l else None
-    has_schedule = any(t.has_syntax for t in timelines) or bool(l_timeline and l_timeline.has_syntax)
-    states = sum(t.states for t in timelines) + (l_timeline.states if l_timeline else 0)
+    has_schedule = any(t.has_syntax for t in by_text.values()) or bool(l_timeline and l_timeline.has_syntax)
+    states = sum(t.states for t in by_text.values()) + (l_timeline.states if l_timeline else 0)
     if states > MAX_SCHEDULE_TEXTS:  # counted before any text is built
-        together = " (its AND sub-prompts and CLIP-L prompt together)" if len(timelines) > 1 or l_timeline else ""
+        together = " (its AND sub-prompts and CLIP-L prompt together)" if len(by_text) > 1 or l_timeline else ""
         raise ValueError(
             f"the prompt schedule needs up to {states} different texts over {steps} steps{together}; the limit is "
             f"{MAX_SCHEDULE_TEXTS} texts to encode: {SCHEDULE_FIX}"
@@ -157,7 +158,8 @@ def plan_prompt(text: str, *, weighting: str, steps: int = 0, text_l: str | None
         chars += l_timeline.build(deadline)
         l_runs = l_timeline.runs(MAX_SCHEDULE_ENTRY_CHUNKS, too_many)
     for i, ((_, weight), timeline) in enumerate(zip(parts, timelines)):
-        chars += timeline.build(deadline, MAX_SCHEDULE_CHARS - chars)
+        if not timeline.sequences:  # built once per different sub-prompt
+            chars += timeline.build(deadline, MAX_SCHEDULE_CHARS - chars)
         runs = _pair_runs(timeline.runs(MAX_SCHEDULE_ENTRY_CHUNKS - len(entries), too_many), l_runs)
         for a, b, t, tl in runs:
             entries.append(PlanEntry(timeline.texts[t], l_timeline.texts[tl] if l_timeline else None, weight,

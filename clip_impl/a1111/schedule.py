@@ -154,7 +154,7 @@ class Timeline:
         compiler = _Compiler(steps)
         self.parts = compiler.parts(items, 1, math.inf) if items is not None else [prompt]
         self.has_syntax = compiler.has_edit or compiler.has_cycle  # has_schedule_syntax(prompt)
-        self.boundaries = sorted({steps, *compiler.whens} | (set(range(1, steps + 1)) if compiler.has_cycle else set()))
+        self.whens, self.has_cycle = compiler.whens, compiler.has_cycle
         splits = sorted(w for w in compiler.splits if 1 <= w < last)
         self.starts = [1] + [w + 1 for w in splits]
         self.ends = splits + [last]
@@ -200,8 +200,8 @@ class Timeline:
                     chars += len(text)
                     if chars > max_chars:
                         raise ValueError(
-                            f"the prompt schedule's different texts hold more than {MAX_SCHEDULE_CHARS:,} characters in all "
-                            f"(each repeats most of a {len(self.prompt):,}-character prompt); the limit is "
+                            f"the prompt schedule's different texts hold more than {MAX_SCHEDULE_CHARS:,} characters "
+                            f"in all (from a {len(self.prompt):,}-character prompt); the limit is "
                             f"{MAX_SCHEDULE_CHARS:,}: shorten the prompt, or {SCHEDULE_FIX}"
                         )
                     index[text] = len(index)
@@ -209,6 +209,11 @@ class Timeline:
             self.sequences.append(sequence)
         self.texts = list(index)
         return chars
+
+    def boundaries(self) -> list[int]:
+        """A1111's end steps: ``steps``, every ``when`` >= 1, and every step when there is an alternation."""
+        every_step = set(range(1, self.steps + 1)) if self.has_cycle else set()
+        return sorted({self.steps, *self.whens} | every_step)
 
     def index_at(self, t: int) -> int:
         """Which of :attr:`texts` position ``t`` uses (after :meth:`build`)."""
@@ -256,7 +261,7 @@ def prompt_schedule(prompt: str, steps: int, deadline: Deadline | None = None) -
     ValueError for steps outside 1..MAX_STEPS and schedules over the limits (:mod:`.limits`)."""
     steps = check_steps(steps, minimum=1)
     timeline = _timeline(prompt, steps, steps, deadline)
-    return [(t, timeline.texts[timeline.index_at(t)]) for t in timeline.boundaries]
+    return [(t, timeline.texts[timeline.index_at(t)]) for t in timeline.boundaries()]
 
 
 def step_texts(prompt: str, steps: int, deadline: Deadline | None = None) -> list[str]:
