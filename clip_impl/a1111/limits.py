@@ -6,9 +6,10 @@ Every count a user controls is checked before any work is sized from it:
 - A schedule (prompt editing ``[a:b:when]``, alternation ``[a|b]``, ``AND``) is refused, naming the count,
   the limit and the fix, when it needs more than :data:`MAX_SCHEDULE_TEXTS` different texts (each is
   encoded on its own), more than :data:`MAX_SCHEDULE_ENTRY_CHUNKS` entries x chunks (the conditioning
-  ComfyUI's sampler walks at every step), or more than :data:`MAX_SCHEDULE_CHARS` characters of text over
-  all its entries (what a report of the schedule repeats). Real prompts stay far below: 20-50 steps give a
-  few texts and at most one entry per step.
+  ComfyUI's sampler walks at every step, and the tensors ``encode`` writes: one alternation ``[a|b]`` of a
+  one-chunk prompt is fine up to 2049 steps), or more than :data:`MAX_SCHEDULE_CHARS` characters of text
+  over all its entries (what a report of the schedule repeats). Real prompts stay far below: 20-150 steps
+  give a few texts and at most one entry per step.
 
 :class:`Deadline` is a time budget that the planning and counting loops check between units of work, so
 that work given up by its caller (the web route answers 503 when its budget ends) stops soon after.
@@ -21,7 +22,9 @@ import time
 
 MAX_STEPS = 10_000  # ComfyUI's KSampler steps maximum (its widget's max)
 MAX_SCHEDULE_TEXTS = 256  # different texts one prompt's schedule may need encoded
-MAX_SCHEDULE_ENTRY_CHUNKS = 10_000  # entries x 77-token chunks of one prompt's conditioning
+# entries x 77-token chunks of one prompt's conditioning: what is encoded at most (each different text once),
+# what ComfyUI's sampler walks at every step, and what `encode` writes (an SDXL chunk is 630 KB in float32)
+MAX_SCHEDULE_ENTRY_CHUNKS = 2048
 MAX_SCHEDULE_CHARS = 2**24  # characters of text over all entries of one schedule (16,777,216)
 SCHEDULE_FIX = "lower steps or simplify the alternations ([a|b]) and prompt edits ([a:b:when])"
 

@@ -30,8 +30,8 @@ def test_schedules_over_the_limits_end_with_one_line():
     r = cli("tokens", COPRIME, "--steps", "10000")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "1155 different texts over 10000 steps; the limit is 256" in r.stderr and "lower steps" in r.stderr
-    r = cli("tokens", "[a|b] " + "word " * 160, "--steps", "5000", "--json")
-    assert r.returncode == 2 and "entries x chunks" in r.stderr and "limit is 10000" in r.stderr
+    r = cli("tokens", "[a|b] " + "word " * 160, "--steps", "1000", "--json")  # 999 entries x 3 chunks
+    assert r.returncode == 2 and "entries x chunks" in r.stderr and "limit is 2048" in r.stderr
 
 
 def test_tokens_json_never_holds_infinity():
