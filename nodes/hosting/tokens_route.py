@@ -106,7 +106,7 @@ def tokens_report(request: dict, embeddings=None) -> dict:
     report = dict(described(request["text"]))
     if "steps" in request:
         plan = plan_prompt(request["text"], weighting=request["weighting"], steps=request["steps"], deadline=deadline)
-        # entries x chunks checked as the encoders check them (a text_l would go with it there; none here)
+        # entries x chunks checked before the token counts, as the encoders check them before encoding
         report["schedule"] = plan_report(plan, lambda t: described(t)["tokens"],
                                          chunks_of=lambda t, tl: described(t)["chunks"], deadline=deadline)
     return report
