@@ -40,19 +40,22 @@ def add_chunk_options(p: argparse.ArgumentParser) -> None:
 
 
 def steps(value: str) -> int:
-    """argparse type: an int of at least 0."""
+    """argparse type: an int in 0..MAX_STEPS (checked before any work is sized from it)."""
+    from ..clip_impl.a1111 import MAX_STEPS
+
     n = int(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    if not 0 <= n <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_STEPS} ({MAX_STEPS} is the most ComfyUI's KSampler "
+                                         f"takes; 0 = schedules not resolved), got {n}")
     return n
 
 
 def add_schedule_options(p: argparse.ArgumentParser) -> None:
     """``--steps`` and ``--scheduler``: resolve A1111 prompt editing/alternation for a sampler run."""
-    from ..clip_impl.a1111 import SCHEDULERS
+    from ..clip_impl.a1111 import MAX_STEPS, SCHEDULERS
 
     p.add_argument("--steps", type=steps, default=0, metavar="N",
-                   help="A1111 [a:b:when]/[a|b] schedules for N sampler steps (0 = not resolved)")
+                   help=f"A1111 [a:b:when]/[a|b] schedules for N sampler steps, 0..{MAX_STEPS} (0 = not resolved)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="normal", help="the KSampler's scheduler (default normal)")
 
 

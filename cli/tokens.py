@@ -31,12 +31,19 @@ def schedule_report(text: str, args, embeddings, text_l: str | None = None) -> d
         plan = plan_prompt(text, weighting=args.weighting, steps=args.steps, text_l=text_l,
                            sampler_steps=len(percents) - 1)
 
-    def count(t: str) -> int:
-        found = prompt_chunks(t, chunking=args.chunking, comma_backtrack=args.comma_backtrack,
-                              weighting=args.weighting, embeddings=embeddings)
-        return describe_chunks(found.chunks)["tokens"]
+    counted: dict[str, dict] = {}
 
-    return plan_report(plan, count, percents)
+    def described(t: str) -> dict:
+        if t not in counted:
+            found = prompt_chunks(t, chunking=args.chunking, comma_backtrack=args.comma_backtrack,
+                                  weighting=args.weighting, embeddings=embeddings)
+            counted[t] = describe_chunks(found.chunks)
+        return counted[t]
+
+    def chunks_of(t: str, tl: str | None) -> int:  # as the encoders count an entry: its longer tower
+        return max(described(t)["chunks"], described(tl)["chunks"] if tl else 0)
+
+    return plan_report(plan, lambda t: described(t)["tokens"], percents, chunks_of=chunks_of)
 
 
 def run(args) -> int:
@@ -52,7 +59,12 @@ def run(args) -> int:
     report = describe_chunks(found.chunks)
     schedule = schedule_report(text, args, embeddings) if args.steps else None
     if args.json:
-        print(json.dumps({**report, "schedule": schedule} if schedule else report))
+        try:  # strict JSON: NaN and Infinity are not JSON (the library keeps every number finite)
+            out = json.dumps({**report, "schedule": schedule} if schedule else report, allow_nan=False)
+        except ValueError:
+            raise ValueError("the report holds a number that is not finite (NaN or infinity); check the "
+                             "prompt's weights") from None
+        print(out)
         return 0
     print(f"{report['tokens']} tokens, {report['chunks']} chunk{'s' if report['chunks'] != 1 else ''}")
     for i, (n, tail) in enumerate(zip(report["chunk_tokens"], report["boundaries"]), 1):

@@ -59,7 +59,9 @@ class ClipSuiteA1111Parameters:
         "metadata) and outputs the prompts as A1111 encoded them (schedules, AND and LoRA tags kept for our encoders "
         "to resolve), clip_skip translated to CLIP Suite's convention for the model family (A1111 and Forge told "
         "apart by the Version field), the weighting from Emphasis, steps, cfg, seed and size. The report lists "
-        "every field read and every translation."
+        "every field read and every translation. Values ComfyUI's own widgets would not take (steps outside "
+        "1..10000, cfg outside 0..100, a seed outside 0..2^64-1, a size outside 16..16384, a Clip skip beyond the "
+        "model's layers) are replaced by the defaults, and the report says which and why."
     )
     CATEGORY = common.CATEGORY
     RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS, OUTPUT_IS_LIST = common.declare_outputs(

@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 
 from ..clip_impl.text import CHUNKINGS, EMPTY_PROMPT_MODES, MAX_COMMA_BACKTRACK, POOLED_MODES, WEIGHTINGS, EncodedText
 from ..clip_impl.clip_skip import APPLIES_TO, FAMILIES, TOWER_LABELS, from_set_last_layer
-from ..clip_impl.a1111 import SCHEDULERS
+from ..clip_impl.a1111 import MAX_SCHEDULE_ENTRY_CHUNKS, MAX_SCHEDULE_TEXTS, MAX_STEPS, SCHEDULERS
 
 CATEGORY = "CLIP Suite"
 CLIP_TYPES = "CLIP_SUITE,CLIP"  # ComfyUI accepts either type on a comma-separated input
@@ -66,12 +66,14 @@ STEPS_TOOLTIP = (
     "A1111 prompt editing and alternation ([from:to:when], [to:when], [from::when], [a|b]): the sampler's step "
     "count. 0 = not resolved: the prompt is encoded as written (the status says when it holds schedule syntax). "
     "With steps > 0 the conditioning is one entry per text, each with the timestep range of its steps, so a "
-    "KSampler with the same steps and scheduler uses A1111's text at every step."
+    "KSampler with the same steps and scheduler uses A1111's text at every step. "
+    f"At most {MAX_STEPS} (KSampler's maximum; a linked value above it is refused). A schedule may need at most "
+    f"{MAX_SCHEDULE_TEXTS} different texts and {MAX_SCHEDULE_ENTRY_CHUNKS} entries x chunks; beyond that the node "
+    "stops with the count: lower steps or simplify the alternation."
 )
 SCHEDULER_TOOLTIP = (
     "The KSampler's scheduler (used only when steps > 0): the timestep ranges are placed between its sigmas."
 )
-MAX_STEPS = 10000  # KSampler's steps range
 SIZE_TOOLTIPS = {
     "width": "SDXL size conditioning, as CLIPTextEncodeSDXL's width: the original image width the model should imitate (diffusers original_size).",
     "height": "SDXL size conditioning, as CLIPTextEncodeSDXL's height (diffusers original_size).",

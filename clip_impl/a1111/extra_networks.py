@@ -36,14 +36,21 @@ class NetworkTag:
         return f"{self.name} {self.weight}".strip()
 
 
+def _tag_end(prompt: str) -> int:
+    """Where tags can end: after the last '>'. A tag's ``[^>]+`` read from each '<' after it would scan to the
+    end of the prompt and fail, once per '<' (quadratic on ``<a:<a:<a:...``); before it, it always finds one."""
+    return prompt.rfind(">") + 1
+
+
 def find_tags(prompt: str) -> list[NetworkTag]:
     """Every extra-network tag in ``prompt``, in order."""
-    return [NetworkTag(m.group(1), tuple(m.group(2).split(":"))) for m in _TAG.finditer(prompt)]
+    return [NetworkTag(m.group(1), tuple(m.group(2).split(":"))) for m in _TAG.finditer(prompt, 0, _tag_end(prompt))]
 
 
 def strip_tags(prompt: str) -> tuple[str, list[NetworkTag]]:
     """``prompt`` without its tags (exactly the text A1111 encodes), and the tags removed."""
-    return _TAG.sub("", prompt), find_tags(prompt)
+    end = _tag_end(prompt)
+    return _TAG.sub("", prompt[:end]) + prompt[end:], find_tags(prompt)
 
 
 def tags_note(tags: list[NetworkTag], removed: bool) -> str:

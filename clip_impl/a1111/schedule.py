@@ -1,223 +1,43 @@
 """A1111 prompt editing, alternation and AND: which text a prompt stands for at each sampling step.
 
 Follows AUTOMATIC1111 1.10's ``modules/prompt_parser.py`` (``get_learned_conditioning_prompt_schedules``,
-``reconstruct_cond_batch``, ``get_multicond_prompt_list``), written anew without its grammar library:
+``reconstruct_cond_batch``, ``get_multicond_prompt_list``); the grammar is in :mod:`.schedule_grammar`:
 
 - ``[from:to:when]`` is ``from`` up to step ``when``, then ``to``; ``[to:when]`` is nothing, then ``to``;
   ``[from::when]`` is ``from``, then nothing. ``when`` with a decimal point is a fraction of the steps
   (``int(when * steps)``), without one a step number; both are capped at ``steps``. Schedules nest.
 - ``[a|b|c]`` cycles one alternative per step; an empty alternative is the empty text.
-- Anything that is not one of these stays text, brackets included (``(x:1.2)`` and ``[x]`` are left for the
-  weighting parser). A prompt A1111's grammar cannot read at all (a ``|`` outside any alternation, a
-  backslash at the end or before a line break) is used as written at every step, as A1111 does.
 - Steps: A1111 counts sampler calls from 0 and uses, at step ``i``, the first schedule entry whose end step
   is ``>= i`` (``reconstruct_cond_batch``), so ``[a:b:3]`` with 10 steps gives ``a`` on steps 0..3 and ``b``
   on 4..9, and an alternation's first text covers steps 0 and 1.
 - ``AND`` (uppercase, a whole word) splits a prompt into sub-prompts composed at sampling time; a sub-prompt
   ending in ``:number`` has that weight (default 1), as A1111's ``re_weight`` reads it.
 
-Differences from A1111 kept on purpose: brackets nested deeper than :data:`MAX_DEPTH` stay text (A1111's
-parser has no limit; ours must stay linear on hostile prompts), and a ``when`` that overflows a float
-(``1e999``) counts as ``steps`` where A1111 raises.
+Differences from A1111 kept on purpose: brackets nested deeper than ``MAX_DEPTH`` stay text; a ``when``
+that overflows a float (``1e999``) counts as ``steps`` where A1111 raises; an ``AND`` weight that is not
+finite or beyond ``MAX_WEIGHT`` either way is refused (A1111 would compose with an infinite weight); and
+the limits of :mod:`.limits` (steps, different texts).
+
+Linear in the prompt and the steps: the text of a step depends only on which side of each edit's ``when``
+the step is and on the step modulo the alternations' lengths, so each different text is built once
+(:class:`Timeline`) and the steps share it; the number of different texts is counted, and checked against
+``MAX_SCHEDULE_TEXTS``, before any is built.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections import Counter
+from itertools import groupby
 
-MAX_DEPTH = 64  # nesting depth of brackets inside one schedule/alternation construct
+from ..text.encode import MAX_WEIGHT
+from .limits import MAX_SCHEDULE_CHARS, MAX_SCHEDULE_TEXTS, SCHEDULE_FIX, Deadline, check_deadline, check_steps
+from .schedule_grammar import Alternate, Group, Junk, Scheduled, parse_schedule
 
-# lark's common.SIGNED_NUMBER as the grammar library compiles it (ordered alternatives, first match wins)
-_NUMBER = re.compile(r"[+-]?(?:\d+[eE][+-]?\d+|(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+)")
-_SPACE = re.compile(r"\s+")
-_PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")  # '.' stops at a line break, as in A1111's grammar
-_SPECIAL = set("[]():|")
 _AND = re.compile(r"\bAND\b")
-_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
-
-
-class _Unreadable(Exception):
-    """The prompt cannot be read as a schedule at all (A1111 then uses it as written)."""
-
-
-@dataclass(frozen=True)
-class _Junk:
-    """A bracket or colon that A1111's grammar reads as stray text at the top level."""
-
-    char: str
-
-
-@dataclass(frozen=True)
-class _Group:
-    """``( p )``, ``( p : p )`` or ``[ p ]``: emphasis, left as text for the weighting parser."""
-
-    opening: str
-    parts: tuple  # one or two item tuples
-    closing: str
-
-    def literal(self) -> list:
-        out = [_Junk(self.opening), *self.parts[0]]
-        if len(self.parts) == 2:
-            out += [_Junk(":"), *self.parts[1]]
-        return out + [_Junk(self.closing)]
-
-
-@dataclass(frozen=True)
-class _Scheduled:
-    before: tuple | None  # None: the [to:when] form
-    after: tuple
-    literal_when: str  # the number as written
-    raw_tail: str  # what stands between the last ':' and ']' (spaces and the number)
-
-    def literal(self) -> list:
-        out = [_Junk("[")]
-        if self.before is not None:
-            out += [*self.before, _Junk(":")]
-        return out + [*self.after, _Junk(":"), self.raw_tail, _Junk("]")]
-
-
-@dataclass(frozen=True)
-class _Alternate:
-    options: tuple
-
-
-class _Parser:
-    """Recursive descent over A1111's schedule grammar. A construct is ``[``/``(`` ... matching bracket
-    with readable content; at the top level a bracket that opens no construct is stray text."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def top(self) -> list:
-        text, pos, out = self.text, 0, []
-        while pos < len(text):
-            ch = text[pos]
-            if ch in "[(":
-                found = self.construct(pos, 1)
-                if found is not None:
-                    out.append(found[0])
-                    pos = found[1]
-                    continue
-                out.append(_Junk(ch))
-                pos += 1
-            elif ch in "]):":
-                out.append(_Junk(ch))
-                pos += 1
-            else:
-                items, end = self.sequence(pos, 0)
-                if end == pos:  # '|' or an unreadable backslash
-                    raise _Unreadable
-                out.extend(items)
-                pos = end
-        return _choose_literals(out)
-
-    def sequence(self, pos: int, depth: int) -> tuple[list, int]:
-        """Items of a ``prompt`` from ``pos`` up to the first ``] ) : |`` at this level (or the end).
-        Inside a construct (depth > 0) a failure gives the position -1; at the top level a backslash
-        that escapes nothing raises _Unreadable."""
-        text, out = self.text, []
-        while pos < len(text):
-            ch = text[pos]
-            if ch in "[(":
-                found = self.construct(pos, depth + 1)
-                if found is None:
-                    return out, -1 if depth else pos
-                out.append(found[0])
-                pos = found[1]
-                continue
-            if ch in _SPECIAL:
-                break
-            m = _PLAIN.match(text, pos)
-            if m is None:  # a backslash at the end or before a line break
-                if depth:
-                    return out, -1
-                raise _Unreadable
-            out.append(m.group(0))
-            pos = m.end()
-        return out, pos
-
-    def construct(self, pos: int, depth: int) -> tuple[object, int] | None:
-        """The construct opening at ``pos``: (node, end) or None when there is none."""
-        if depth > MAX_DEPTH:
-            return None
-        text = self.text
-        first, p = self.sequence(pos + 1, depth)
-        if p < 0 or p >= len(text):
-            return None
-        if text[pos] == "(":
-            if text[p] == ")":
-                return _Group("(", (tuple(first),), ")"), p + 1
-            if text[p] != ":":
-                return None
-            second, q = self.sequence(p + 1, depth)
-            if q < 0 or q >= len(text) or text[q] != ")":
-                return None
-            return _Group("(", (tuple(first), tuple(second)), ")"), q + 1
-        if text[p] == "]":
-            return _Group("[", (tuple(first),), "]"), p + 1
-        if text[p] == "|":
-            options = [tuple(first)]
-            while p < len(text) and text[p] == "|":
-                item, p = self.sequence(p + 1, depth)
-                if p < 0:
-                    return None
-                options.append(tuple(item))
-            if p >= len(text) or text[p] != "]":
-                return None
-            return _Alternate(tuple(options)), p + 1
-        if text[p] != ":":
-            return None
-        closed = self.number_close(p + 1)  # [to:when]
-        if closed is not None:
-            return _Scheduled(None, tuple(first), *closed[0]), closed[1]
-        second, q = self.sequence(p + 1, depth)
-        if q < 0 or q >= len(text) or text[q] != ":":
-            return None
-        closed = self.number_close(q + 1)
-        if closed is None:
-            return None
-        return _Scheduled(tuple(first), tuple(second), *closed[0]), closed[1]
-
-    def number_close(self, pos: int) -> tuple[tuple[str, str], int] | None:
-        """``[space] NUMBER [space] ]`` at ``pos``: ((number, raw text before ``]``), position after ``]``)."""
-        text, start = self.text, pos
-        m = _SPACE.match(text, pos)
-        pos = m.end() if m else pos
-        m = _NUMBER.match(text, pos)
-        if m is None:
-            return None
-        literal, pos = m.group(0), m.end()
-        m = _SPACE.match(text, pos)
-        pos = m.end() if m else pos
-        if pos < len(text) and text[pos] == "]":
-            return (literal, text[start:pos]), pos + 1
-        return None
-
-
-def _choose_literals(items: list) -> list:
-    """Which top-level constructs A1111's parser reads as stray text. Its grammar lets a top-level
-    bracket be either; the derivation its parser settles on (measured on A1111's own code, see the
-    parity tests) reads a construct as text exactly when it is followed by an even run (2, 4, ...) of
-    stray brackets or colons, the text of constructs read so to its right included. Alternations are
-    never text (a '|' outside brackets is unreadable)."""
-    pending, out, run = list(items), [], 0
-    while pending:
-        item = pending.pop()
-        if isinstance(item, (_Group, _Scheduled)) and run >= 2 and run % 2 == 0:
-            pending.extend(item.literal())
-            continue
-        out.append(item)
-        run = run + 1 if isinstance(item, _Junk) else 0
-    out.reverse()
-    return out
-
-
-def _parse(prompt: str) -> list | None:
-    try:
-        return _Parser(prompt).top()
-    except _Unreadable:
-        return None
+_AND_WEIGHT = re.compile(r"\s*([-+]?(?:\d+\.?|\d*\.\d+))")  # after a sub-prompt's last ':' (A1111's re_weight)
 
 
 def _when(literal: str, steps: int) -> int:
@@ -230,89 +50,266 @@ def _when(literal: str, steps: int) -> int:
     return min(steps, int(value))
 
 
-def _boundaries(items, steps: int, found: set) -> None:
-    for item in items:
-        if isinstance(item, _Group):
-            for part in item.parts:
-                _boundaries(part, steps, found)
-        elif isinstance(item, _Scheduled):
-            when = _when(item.literal_when, steps)
-            if when >= 1:
-                found.add(when)
-            _boundaries(item.before or (), steps, found)
-            _boundaries(item.after, steps, found)
-        elif isinstance(item, _Alternate):
-            found.update(range(1, steps + 1))
-            for option in item.options:
-                _boundaries(option, steps, found)
+class _Edit:
+    """A compiled ``[before:after:when]``: ``before`` up to step ``when`` (inclusive), then ``after``."""
+
+    __slots__ = ("when", "before", "after")
+
+    def __init__(self, when: int, before: list, after: list):
+        self.when, self.before, self.after = when, before, after
 
 
-def _text_at(items, step: int, steps: int) -> str:
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, _Junk):
-            out.append(item.char)
-        elif isinstance(item, _Group):
-            out.append(item.opening + ":".join(_text_at(p, step, steps) for p in item.parts) + item.closing)
-        elif isinstance(item, _Scheduled):
-            chosen = (item.before or ()) if step <= _when(item.literal_when, steps) else item.after
-            out.append(_text_at(chosen, step, steps))
+class _Cycle:
+    """A compiled ``[a|b|...]``: option ``(step - 1) % len(options)``."""
+
+    __slots__ = ("options",)
+
+    def __init__(self, options: list):
+        self.options = options
+
+
+class _Compiler:
+    """Items -> parts (str, _Edit, _Cycle; groups flattened into their text), and what the steps depend on:
+    every ``when`` >= 1 (``whens``: A1111's boundaries), the ``when``s that can change the text
+    (``splits``: inside the steps where the edit is used), and each alternation's length with the step
+    range where it is used (``cycles``), all from one walk."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.whens: set[int] = set()
+        self.splits: set[int] = set()
+        self.cycles: list[tuple[int, int, float]] = []
+        self.has_cycle = self.has_edit = False
+
+    def parts(self, items, lo: float, hi: float) -> list:
+        """``items`` compiled for the steps ``lo``..``hi`` (where they are used), adjacent texts joined."""
+        out: list = []
+        self._walk(items, lo, hi, out)
+        merged: list = []
+        for is_text, run in groupby(out, key=lambda p: isinstance(p, str)):
+            merged += ["".join(run)] if is_text else list(run)
+        return merged
+
+    def _walk(self, items, lo: float, hi: float, out: list) -> None:
+        for item in items:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, Junk):
+                out.append(item.char)
+            elif isinstance(item, Group):
+                out.append(item.opening)
+                for i, part in enumerate(item.parts):
+                    if i:
+                        out.append(":")
+                    self._walk(part, lo, hi, out)
+                out.append(item.closing)
+            elif isinstance(item, Scheduled):
+                self.has_edit = True
+                when = _when(item.literal_when, self.steps)
+                if when >= 1:
+                    self.whens.add(when)
+                if lo <= when < hi:  # both sides of `when` are used: the text can change there
+                    self.splits.add(when)
+                before = self.parts(item.before or (), lo, min(hi, when))
+                after = self.parts(item.after, max(lo, when + 1), hi)
+                out.append(_Edit(when, before, after))
+            else:
+                self.has_cycle = True
+                if lo <= hi:
+                    self.cycles.append((len(item.options), int(lo), hi))
+                out.append(_Cycle([self.parts(o, lo, hi) for o in item.options]))
+
+
+def _render(parts: list, t: int, out: list) -> None:
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif isinstance(part, _Edit):
+            _render(part.before if t <= part.when else part.after, t, out)
         else:
-            out.append(_text_at(item.options[(step - 1) % len(item.options)], step, steps))
-    return "".join(out)
+            _render(part.options[(t - 1) % len(part.options)], t, out)
 
 
-def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
-    """A1111's ``get_learned_conditioning_prompt_schedules`` for one prompt: ``[(end_at_step, text), ...]``,
-    end steps rising, the last one ``steps``. A prompt without schedule syntax gives ``[(steps, prompt)]``."""
-    if steps < 1:
-        raise ValueError(f"steps={steps}: a schedule needs at least 1 step")
-    items = _parse(prompt)
-    if items is None:
-        return [(steps, prompt)]
-    found = {steps}
-    _boundaries(items, steps, found)
-    return [(t, _text_at(items, t, steps)) for t in sorted(found)]
-
-
-def step_texts(prompt: str, steps: int) -> list[str]:
-    """The text A1111 uses at each sampling step 0..steps-1 (``reconstruct_cond_batch``'s rule: the first
-    entry of the schedule whose end step is at least the step)."""
-    schedule = prompt_schedule(prompt, steps)
-    out, k = [], 0
-    for step in range(steps):
-        while schedule[k][0] < step:
-            k += 1
-        out.append(schedule[k][1])
+def _lcm_capped(periods, cap: int) -> int:
+    out = 1
+    for p in periods:
+        out = out * p // math.gcd(out, p)
+        if out > cap:
+            return cap + 1
     return out
+
+
+class Timeline:
+    """A prompt's text at each schedule position ``t`` = 1..``last`` (A1111's step ``s`` uses ``t = max(s, 1)``)
+    for a run of ``steps`` steps.
+
+    The positions fall into intervals between the ``when``s that change the text; in interval k the text
+    repeats with period ``periods[k]`` (the alternations' lengths' least common multiple there, at most the
+    interval's length). :attr:`states` = the sum of those periods: an upper bound of the different texts,
+    known before any is built; :meth:`build` then makes each text once."""
+
+    def __init__(self, prompt: str, steps: int, last: int):
+        self.prompt, self.steps, self.last = prompt, steps, last
+        items = parse_schedule(prompt)
+        compiler = _Compiler(steps)
+        self.parts = compiler.parts(items, 1, math.inf) if items is not None else [prompt]
+        self.has_syntax = compiler.has_edit or compiler.has_cycle  # has_schedule_syntax(prompt)
+        self.whens, self.has_cycle = compiler.whens, compiler.has_cycle
+        splits = sorted(w for w in compiler.splits if 1 <= w < last)
+        self.starts = [1] + [w + 1 for w in splits]
+        self.ends = splits + [last]
+        self.periods = [1] * len(self.starts)
+        if len(self.starts) <= MAX_SCHEDULE_TEXTS:  # more intervals than that is refused by the caller
+            self._periods(splits, compiler.cycles)
+        self.states = sum(self.periods)
+        self.texts: list[str] = []
+        self.sequences: list[list[int]] = []
+
+    def _periods(self, splits: list[int], cycles) -> None:
+        events: dict[int, list[tuple[int, int]]] = {}
+        for period, lo, hi in cycles:
+            lo, hi = max(lo, 1), min(hi, self.last)
+            if lo <= hi and period > 1:
+                events.setdefault(bisect_left(splits, lo), []).append((period, 1))
+                events.setdefault(bisect_left(splits, hi) + 1, []).append((period, -1))
+        active: Counter = Counter()
+        lcm = 1
+        for k in range(len(self.starts)):
+            if k in events:
+                for period, change in events[k]:
+                    active[period] += change
+                    if not active[period]:
+                        del active[period]
+                lcm = _lcm_capped(sorted(active), self.last)
+            self.periods[k] = min(self.ends[k] - self.starts[k] + 1, lcm)
+
+    def build(self, deadline: Deadline | None = None, max_chars: int = MAX_SCHEDULE_CHARS) -> int:
+        """Make each different text once (at most :attr:`states` of them); returns their characters.
+        ValueError as soon as those pass ``max_chars`` (every text is in an entry at least once, so the
+        schedule's entries would hold more), before more texts are built."""
+        index: dict[str, int] = {}
+        chars = 0
+        for start, period in zip(self.starts, self.periods):
+            sequence = []
+            for t in range(start, start + period):
+                check_deadline(deadline)
+                out: list[str] = []
+                _render(self.parts, t, out)
+                text = "".join(out)
+                if text not in index:
+                    chars += len(text)
+                    if chars > max_chars:
+                        raise ValueError(
+                            f"the prompt schedule's different texts hold more than {MAX_SCHEDULE_CHARS:,} characters "
+                            f"in all (from a {len(self.prompt):,}-character prompt); the limit is "
+                            f"{MAX_SCHEDULE_CHARS:,}: shorten the prompt, or {SCHEDULE_FIX}"
+                        )
+                    index[text] = len(index)
+                sequence.append(index[text])
+            self.sequences.append(sequence)
+        self.texts = list(index)
+        return chars
+
+    def boundaries(self) -> list[int]:
+        """A1111's end steps: ``steps``, every ``when`` >= 1, and every step when there is an alternation."""
+        every_step = set(range(1, self.steps + 1)) if self.has_cycle else set()
+        return sorted({self.steps, *self.whens} | every_step)
+
+    def index_at(self, t: int) -> int:
+        """Which of :attr:`texts` position ``t`` uses (after :meth:`build`)."""
+        k = bisect_left(self.ends, t)
+        sequence = self.sequences[k]
+        return sequence[(t - self.starts[k]) % len(sequence)]
+
+    def runs(self, limit: int, on_limit) -> list[list[int]]:
+        """``[[first t, last t, text index], ...]``: maximal runs of one text over 1..last; ``on_limit(n)``
+        (which raises) is called as soon as there are more than ``limit`` runs."""
+        out: list[list[int]] = []
+        for start, end, sequence in zip(self.starts, self.ends, self.sequences):
+            if len(set(sequence)) == 1:
+                steps_with = [(start, end, sequence[0])]
+            else:  # an alternation changes the text within the interval: walk it (the runs are many anyway)
+                steps_with = ((t, t, sequence[(t - start) % len(sequence)]) for t in range(start, end + 1))
+            for a, b, i in steps_with:
+                if out and out[-1][2] == i:
+                    out[-1][1] = b
+                else:
+                    out.append([a, b, i])
+                    if len(out) > limit:
+                        on_limit(len(out))
+        return out
+
+
+def _too_many_texts(states: int, steps: int) -> None:
+    raise ValueError(
+        f"the prompt schedule needs up to {states} different texts over {steps} steps; the limit is "
+        f"{MAX_SCHEDULE_TEXTS} texts to encode: {SCHEDULE_FIX}"
+    )
+
+
+def _timeline(prompt: str, steps: int, last: int, deadline: Deadline | None) -> Timeline:
+    timeline = Timeline(prompt, steps, last)
+    if timeline.states > MAX_SCHEDULE_TEXTS:
+        _too_many_texts(timeline.states, steps)
+    timeline.build(deadline)
+    return timeline
+
+
+def prompt_schedule(prompt: str, steps: int, deadline: Deadline | None = None) -> list[tuple[int, str]]:
+    """A1111's ``get_learned_conditioning_prompt_schedules`` for one prompt: ``[(end_at_step, text), ...]``,
+    end steps rising, the last one ``steps``. A prompt without schedule syntax gives ``[(steps, prompt)]``.
+    ValueError for steps outside 1..MAX_STEPS and schedules over the limits (:mod:`.limits`)."""
+    steps = check_steps(steps, minimum=1)
+    timeline = _timeline(prompt, steps, steps, deadline)
+    return [(t, timeline.texts[timeline.index_at(t)]) for t in timeline.boundaries()]
+
+
+def step_texts(prompt: str, steps: int, deadline: Deadline | None = None) -> list[str]:
+    """The text A1111 uses at each sampling step 0..steps-1 (``reconstruct_cond_batch``'s rule: the first
+    entry of the schedule whose end step is at least the step); equal texts are one shared string."""
+    steps = check_steps(steps, minimum=1)
+    timeline = _timeline(prompt, steps, max(steps - 1, 1), deadline)
+    out: list[str] = []
+    for a, b, i in timeline.runs(steps, lambda n: None):
+        out += [timeline.texts[i]] * (b - a + 1 + (a == 1))  # step 0 uses position 1 too
+    return out[:steps]
 
 
 def has_schedule_syntax(prompt: str) -> bool:
     """Whether ``prompt`` holds prompt editing or alternation that A1111 would resolve."""
-    items = _parse(prompt)
+    items = parse_schedule(prompt)
     return items is not None and _any_schedule(items)
 
 
 def _any_schedule(items) -> bool:
     for item in items:
-        if isinstance(item, (_Scheduled, _Alternate)):
+        if isinstance(item, (Scheduled, Alternate)):
             return True
-        if isinstance(item, _Group) and any(_any_schedule(p) for p in item.parts):
+        if isinstance(item, Group) and any(_any_schedule(p) for p in item.parts):
             return True
     return False
 
 
 def split_and(prompt: str) -> list[tuple[str, float]]:
     """A1111's ``AND`` composition: the sub-prompts and their weights (``text :1.5`` -> 1.5; default 1).
-    A prompt without AND is one sub-prompt (which may still carry a trailing weight)."""
+    A prompt without AND is one sub-prompt (which may still carry a trailing weight). ValueError for a
+    weight that is not finite or beyond ``MAX_WEIGHT`` either way (what the encoders allow a weight)."""
     out = []
-    for part in _AND.split(prompt):
-        m = _WEIGHT.search(part)
-        if m is None:  # cannot happen: the pattern matches any string
-            out.append((part, 1.0))
+    for n, part in enumerate(_AND.split(prompt), 1):
+        # A1111's re_weight, ^((?:\s|.)*?)(?:\s*:\s*NUMBER)?\s*$, read without its regex (quadratic on
+        # long runs of spaces): the weight is the number after the last ':' when only spaces follow it.
+        stripped = part.rstrip()
+        colon = stripped.rfind(":")
+        m = _AND_WEIGHT.fullmatch(stripped, colon + 1) if colon >= 0 else None
+        if m is None:
+            out.append((stripped, 1.0))
             continue
-        text, weight = m.groups()
-        out.append((text, float(weight) if weight is not None else 1.0))
+        weight = float(m.group(1))
+        if not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
+            shown = m.group(1) if len(m.group(1)) <= 24 else f"{m.group(1)[:12]}...({len(m.group(1))} characters)"
+            raise ValueError(
+                f"AND weight {shown} of sub-prompt {n} is out of range: use a number between {-MAX_WEIGHT:g} and "
+                f"{MAX_WEIGHT:g}, as in 'a cat :1.5 AND a dog :0.5'"
+            )
+        out.append((stripped[:colon].rstrip(), weight))
     return out

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ..cache import CHUNK_CACHE, ByteLRUCache
 from ..model import ClipModel
-from ..text import EncodedText, EncodeSettings, encode_prompt
-from .plan import PromptPlan, and_note, plan_prompt
+from ..text import EncodedText, EncodeSettings, encode_prompt, prompt_chunks
+from .plan import PromptPlan, and_note, check_entry_chunks, plan_prompt
 from .sigmas import step_percents
 
 LISTED_ENTRIES = 12  # entries listed one per line in the status; a long alternation would fill the node
@@ -83,7 +83,9 @@ def encode_scheduled(
     range and strength.
 
     Each entry's ``encoded`` holds cond (1, 77*chunks, C) and pooled (1, P), float32 on the towers' device.
-    Raises ValueError for steps < 0, and when the scheduler's sigmas cannot separate two steps.
+    Raises ValueError for steps outside 0..MAX_STEPS, when the scheduler's sigmas cannot separate two steps,
+    and for schedules over the limits of :mod:`.limits` (different texts, entries x chunks: checked before
+    anything is encoded).
     """
     plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l)
     percents = None
@@ -92,6 +94,8 @@ def encode_scheduled(
         if len(percents) - 1 != steps:  # e.g. ddim_uniform runs 31 steps for 30: entries must cover them all
             plan = plan_prompt(text, weighting=settings.weighting, steps=steps, text_l=text_l,
                                sampler_steps=len(percents) - 1)
+    if len(plan.entries) > 1:  # a schedule or AND multiplies the chunks: count them before encoding any
+        check_entry_chunks(plan, lambda t, tl: _chunks(model, t, tl, settings, embeddings))
     encoded: dict[tuple[str, str | None], EncodedText] = {}
     entries = []
     for entry in plan.entries:
@@ -108,6 +112,19 @@ def encode_scheduled(
                                       start, end, strength))
     return ScheduledEncoding(tuple(entries), entries[0].encoded, plan, percents, steps, scheduler,
                              tuple(schedule_status(plan, scheduler, steps)))
+
+
+def _chunks(model: ClipModel, text: str, text_l: str | None, settings: EncodeSettings, embeddings) -> int:
+    """The chunks :func:`encode_prompt` will give ``text`` (SDXL: ``text_l`` on CLIP-L): its longest tower's."""
+    family = model.family
+    out = 1
+    for tower in family.towers:
+        own = text_l if tower == "l" and text_l and family.name == "sdxl" else text
+        found = prompt_chunks(own, chunking=settings.chunking, comma_backtrack=settings.comma_backtrack,
+                              weighting=settings.weighting, embeddings=embeddings, tower=tower,
+                              width=model.towers[tower].config.width)
+        out = max(out, len(found.chunks))
+    return out
 
 
 def schedule_status(plan: PromptPlan, scheduler: str, steps: int) -> list[str]:

@@ -28,6 +28,8 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from .limits import check_steps
+
 Scheduler = Literal[
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal",
 ]
@@ -212,8 +214,7 @@ def calculate_sigmas(scheduler: Scheduler, steps: int) -> torch.Tensor:
     (``ddim_uniform`` when 1000 is not a multiple of ``steps``); the sampler then runs len - 1 steps."""
     if scheduler not in _HANDLERS:
         raise ValueError(f"scheduler={scheduler!r}; use one of {', '.join(SCHEDULERS)}")
-    if steps < 1:
-        raise ValueError(f"steps={steps}: a schedule needs at least 1 step")
+    steps = check_steps(steps, minimum=1)  # before any tensor is sized from it
     out = _HANDLERS[scheduler](steps)
     return out.float() if isinstance(out, torch.Tensor) else torch.FloatTensor(out)
 

@@ -6,10 +6,14 @@ Answer: the same object as ``python -m clip_suite tokens --json`` (``tokens``, `
 ``boundaries``), computed by the pack's own tokenizer and chunker; a request with ``steps`` also gets
 ``schedule`` (``prompt_plan.plan_report``: ``steps``, ``prompts``, ``has_syntax``, ``entries`` with step
 ranges, texts and token counts, ``notes``; no timestep percents).
-Bad requests get 400 (413 when too large; JSON nested too deeply is a 400 too) with ``{"error": message}``.
+Bad requests get 400 (413 when too large; JSON nested too deeply is a 400 too) with ``{"error": message}``;
+so do prompts the library refuses (a schedule over its limits, an AND weight out of range), with its message.
+The answer is strict JSON (no NaN or Infinity, which browsers cannot parse).
 The route only tokenizes text: it reads no files except the embeddings folder's names and vectors counts,
 and bounds the input size. Tokenizing runs off ComfyUI's event loop, in a small thread pool of its own, with
-a time budget of ``TIME_BUDGET_S`` seconds (503 when over it), so no prompt can stall the server.
+a time budget of ``TIME_BUDGET_S`` seconds (503 when over it), so no prompt can stall the server. The work
+checks the same budget (a ``Deadline``) between texts and stops once it has passed, so a request answered
+503 frees its thread for the next ones; a request still queued when its budget ends never starts.
 
 ``host.py`` registers :func:`handle_tokens` on ComfyUI's server; everything here runs without ComfyUI.
 """
@@ -21,7 +25,7 @@ import logging
 
 from ...clip_impl.text import CHUNKINGS, MAX_COMMA_BACKTRACK, describe_chunks
 from ...clip_impl.text import WEIGHTINGS, prompt_chunks
-from ...clip_impl.a1111 import plan_prompt, plan_report
+from ...clip_impl.a1111 import MAX_STEPS, BudgetExceeded, Deadline, plan_prompt, plan_report
 from ...clip_impl.a1111 import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,6 @@ MAX_TEXT_CHARS = 100_000
 TIME_BUDGET_S = 10.0  # a 100,000-character prompt of any shape takes well under 2 s
 _WORKERS = 2  # tokenizing threads: hostile requests queue here, never on the event loop
 _executor = None
-MAX_STEPS = 10_000  # the encoders' steps range
 
 
 class RequestError(ValueError):
@@ -82,21 +85,40 @@ def parse_request(body: bytes) -> dict:
 
 
 def tokens_report(request: dict, embeddings=None) -> dict:
-    """The token report for validated settings (see module docstring)."""
-    def chunks(text: str):
-        return prompt_chunks(
-            text,
-            chunking=request["chunking"],
-            comma_backtrack=request["comma_backtrack"],
-            weighting=request["weighting"],
-            embeddings=embeddings,
-        ).chunks
+    """The token report for validated settings (see module docstring). ``request["deadline"]`` (optional):
+    a :class:`Deadline` checked between texts (BudgetExceeded once it has passed)."""
+    deadline = request.get("deadline")
+    counted: dict[str, dict] = {}
 
-    report = describe_chunks(chunks(request["text"]))
+    def described(text: str) -> dict:
+        if text not in counted:
+            if deadline is not None:
+                deadline.check()
+            counted[text] = describe_chunks(prompt_chunks(
+                text,
+                chunking=request["chunking"],
+                comma_backtrack=request["comma_backtrack"],
+                weighting=request["weighting"],
+                embeddings=embeddings,
+            ).chunks)
+        return counted[text]
+
+    report = dict(described(request["text"]))
     if "steps" in request:
-        plan = plan_prompt(request["text"], weighting=request["weighting"], steps=request["steps"])
-        report["schedule"] = plan_report(plan, lambda t: describe_chunks(chunks(t))["tokens"])
+        plan = plan_prompt(request["text"], weighting=request["weighting"], steps=request["steps"], deadline=deadline)
+        # entries x chunks checked before the token counts, as the encoders check them before encoding
+        report["schedule"] = plan_report(plan, lambda t: described(t)["tokens"],
+                                         chunks_of=lambda t, tl: described(t)["chunks"], deadline=deadline)
     return report
+
+
+def json_text(report: dict) -> str:
+    """``report`` as strict JSON; ValueError (a 400) on NaN or Infinity, which no browser's JSON.parse reads."""
+    try:
+        return json.dumps(report, allow_nan=False)
+    except ValueError:
+        raise ValueError("the token report holds a number that is not finite (NaN or infinity); "
+                         "check the prompt's weights") from None
 
 
 async def _read_bounded(request) -> bytes:
@@ -126,29 +148,32 @@ def _get_executor():
 def make_handler(embeddings_factory=None):
     """An aiohttp handler for the route; ``embeddings_factory()`` gives the embedding library (or None)."""
 
-    def work(settings):
+    def work(settings, deadline: Deadline):
+        deadline.check()  # queued behind other requests until its budget was spent: never start
         library = embeddings_factory() if embeddings_factory is not None else None
-        return tokens_report(settings, library)
+        return json_text(tokens_report({**settings, "deadline": deadline}, library))
 
     async def handle_tokens(request):
         import asyncio
 
         from aiohttp import web
 
+        budget = TIME_BUDGET_S
+        over = f"tokenizing took more than {budget:g} s; try again, or a shorter prompt (or fewer steps)"
         try:
             settings = parse_request(await _read_bounded(request))
+            deadline = Deadline(budget, "tokenizing")
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(_get_executor(), work, settings)
+            future = loop.run_in_executor(_get_executor(), work, settings, deadline)
             try:
-                report = await asyncio.wait_for(future, TIME_BUDGET_S)
-            except asyncio.TimeoutError:
-                raise RequestError(
-                    503, f"tokenizing took more than {TIME_BUDGET_S:g} s; try again, or a shorter prompt"
-                ) from None
-            return web.json_response(report)
+                # wait_for cancels a job still queued; a running one stops at its next deadline check
+                body = await asyncio.wait_for(future, budget)
+            except (asyncio.TimeoutError, BudgetExceeded):
+                raise RequestError(503, over) from None
+            return web.Response(text=body, content_type="application/json")
         except RequestError as e:
             return web.json_response({"error": str(e)}, status=e.status)
-        except ValueError as e:  # a prompt the chunker refuses (e.g. an unreadable embedding)
+        except ValueError as e:  # a prompt the library refuses (an unreadable embedding, a schedule over its limits)
             return web.json_response({"error": str(e)}, status=400)
 
     return handle_tokens
