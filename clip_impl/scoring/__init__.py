@@ -5,6 +5,7 @@ behind search and de-duplication.
 
 from .aesthetic import AestheticHead, AestheticResult, aesthetic_scores, check_fits, load_head
 from .file_embedding import FileEmbedding, embed_image_files, read_pixels
+from .index_file import MAX_ENTRIES, NotAnIndexError, inspect_target
 from .search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .similarity import (
     SCALES, Scale, ScoringPrompt, SimilarityResult, apply_scale, logit_factor, pixel_embeddings, prepare_prompt,
@@ -17,9 +18,9 @@ from .zero_shot import (
 
 __all__ = [
     "AestheticHead", "AestheticResult", "aesthetic_scores", "check_fits", "load_head", "FileEmbedding",
-    "embed_image_files", "read_pixels", "EmbeddingIndex", "default_index_path", "model_fingerprint", "refresh",
-    "summary_line", "SCALES", "Scale", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
-    "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
-    "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
-    "parse_templates",
+    "embed_image_files", "read_pixels", "MAX_ENTRIES", "NotAnIndexError", "inspect_target", "EmbeddingIndex",
+    "default_index_path", "model_fingerprint", "refresh", "summary_line", "SCALES", "Scale", "ScoringPrompt",
+    "SimilarityResult", "apply_scale", "logit_factor", "pixel_embeddings", "prepare_prompt", "score_images",
+    "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE", "ZeroShotResult", "classify_embeddings",
+    "classify_images", "label_embeddings", "parse_labels", "parse_templates",
 ]
