@@ -19,7 +19,9 @@ import sys
 import torch
 
 from .csv_out import csv_output
-from .embed_images import add_index_options, add_model_options, check_out, embed_folders, load_model, report_failed
+from .embed_images import (
+    add_index_options, add_model_options, check_index, check_out, embed_folders, load_model, report_failed,
+)
 
 CSV_COLUMNS = ("group", "size", "path", "cosine")
 DEFAULT_THRESHOLD = 0.95
@@ -73,6 +75,7 @@ def duplicate_groups(embeddings: torch.Tensor, min_cosine: float) -> list[list[i
 
 def run(args) -> int:
     check_out(args.out)
+    check_index(args)
     model, _name = load_model(args)
     found = embed_folders(args, model, args.images)
     rows = []

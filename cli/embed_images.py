@@ -5,6 +5,14 @@ Index files: ``--index FILE`` keeps every image of the run in FILE. Without it, 
 its own default index under the user cache directory (never inside the image folder), and image files
 named one by one go to the index of the folder that holds them. Entries of images that were deleted
 from a folder searched now are dropped; other entries stay for later runs.
+
+``--index`` never replaces a file that is not an index of CLIP Suite (told by the file's content, not its
+name): a model, notes, an image, a folder, a pipe or a device ends the run with exit code 2 before the
+model is loaded, and the file is left as it is. A missing or empty file is created, and an index of ours
+that is stale or damaged is rebuilt (a line on stderr says why). An index is only a cache: one that
+cannot be read or written (a read-only folder, a full disk, a name too long, no cache folder because
+HOME is empty) costs the next run time, not this run's results: they are printed, a ``warning:`` line
+on stderr says why, and the exit code stays 0.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..clip_impl.scoring import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
+from ..clip_impl.scoring import (
+    EmbeddingIndex, NotAnIndexError, default_index_path, inspect_target, model_fingerprint, refresh, summary_line,
+)
 from .images import Progress, collect_images
 from .options import add_device_options, positive, resolve_device
 
@@ -86,9 +96,26 @@ def check_out(out: str | None) -> None:
             raise ValueError(f"--out {out}: the folder {folder} does not exist")
 
 
+def check_index(args) -> None:
+    """ValueError, before any work, when ``--index`` names something that must not be replaced (a folder,
+    a pipe or device, a file that is not an index of ours). A file that cannot be read is left to the run
+    (a warning, then no index)."""
+    if not args.index:
+        return
+    if os.path.isdir(args.index):
+        raise ValueError(f"--index {args.index} is a folder; give the name of the index file to use or create")
+    try:
+        inspect_target(args.index)
+    except NotAnIndexError as e:
+        raise ValueError(f"--index {e}") from e
+    except OSError:
+        pass  # reported once by embed_folders, which then keeps no index
+
+
 @dataclass
 class Group:
-    """Images that share one index file; ``folders``/``files`` (absolute) say which entries it owns now."""
+    """Images that share one index file; ``folders``/``files`` (absolute) say which entries it owns now.
+    ``index_path`` is empty when there is no place for the index (no cache folder): nothing is kept."""
 
     index_path: str
     paths: list[str] = field(default_factory=list)  # absolute
@@ -110,14 +137,22 @@ class Embedded:
     summary: str  # "index: N new, M removed, K reused"
 
 
-def plan_groups(inputs: list[str], index: str | None) -> tuple[list[Group], dict[str, str]]:
-    """(groups, absolute path -> path as given or found) for the command line's images."""
+def plan_groups(
+    inputs: list[str], index: str | None, notes: list[str] | None = None
+) -> tuple[list[Group], dict[str, str]]:
+    """(groups, absolute path -> path as given or found) for the command line's images; why an index
+    cannot be kept is added to ``notes``."""
     groups: dict[str, Group] = {}
     shown: dict[str, str] = {}
     for given in inputs:
         is_dir = os.path.isdir(given)
         home = given if is_dir else (os.path.dirname(os.path.abspath(given)) or os.sep)
-        target = os.path.abspath(index) if index else str(default_index_path(home))
+        try:
+            target = os.path.abspath(index) if index else str(default_index_path(home))
+        except ValueError as e:  # no cache folder: the run goes on without an index
+            target = ""
+            if notes is not None and str(e) not in notes:
+                notes.append(str(e))
         group = groups.setdefault(target, Group(target))
         if is_dir:
             group.folders.append(os.path.abspath(given))
@@ -137,33 +172,23 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
 
     Messages about index files that could not be used go to stderr; ValueError when no image is found.
     """
-    if args.index and os.path.isdir(args.index):
-        raise ValueError(f"--index {args.index} is a folder; give the name of the index file to use or create")
-    groups, shown = plan_groups(inputs, args.index)
-    unwritable: set = set()
+    check_index(args)
+    notes: list[str] = []
+    groups, shown = plan_groups(inputs, args.index, notes)
+    for note in notes:
+        print(f"warning: {note}; this run keeps no index (give --index FILE to keep one)", file=sys.stderr)
     total = sum(len(g.paths) for g in groups)  # an image in two groups is counted (and looked up) twice
     if total == 0:
         raise ValueError(f"no .png/.jpg/.jpeg/.webp images in {', '.join(inputs)}")
-    fingerprint = model_fingerprint(model)
+    fingerprint, dim = model_fingerprint(model), scoring_dim(model)
     progress = Progress(total, label=label)
     counts = {"new": 0, "removed": 0, "reused": 0}
     found: dict[str, torch.Tensor] = {}
     failed: dict[str, str] = {}
     try:
         for group in groups:
-            index, problem = EmbeddingIndex.open(group.index_path, fingerprint)
-            if problem:
-                print(problem, file=sys.stderr)
-
-            def save(index=index, group=group):
-                try:
-                    index.save(group.index_path)
-                except OSError as e:  # the results are still good; only the next run pays for it
-                    if group.index_path not in unwritable:
-                        unwritable.add(group.index_path)
-                        print(f"warning: cannot write the index {group.index_path} ({e}); the next run embeds "
-                              "these images again (give --index FILE in a folder you can write)", file=sys.stderr)
-
+            index, problem, keep = _open_index(group.index_path, fingerprint, dim)
+            save = _saver(index, group.index_path) if keep else (lambda: None)
             done = refresh(index, model, group.paths, group.in_scope, save, args.batch_size, args.save_every,
                            progress.advance)
             if done.changed or problem or not os.path.exists(group.index_path):
@@ -179,6 +204,40 @@ def embed_folders(args, model, inputs: list[str], label: str = "indexing") -> Em
     embeddings = torch.stack([found[p] for p in order]) if order else torch.zeros(0, dim)
     summary = summary_line(counts["new"], counts["removed"], counts["reused"])
     return Embedded([shown[p] for p in order], embeddings, [(shown[p], r) for p, r in failed.items()], summary)
+
+
+def _open_index(path: str, fingerprint: str, dim: int):
+    """(index, why the stored one is not used, whether to save it). ValueError (the run ends) when the
+    file is not an index of ours; a file that cannot be read is reported and left alone."""
+    if not path:
+        return EmbeddingIndex(fingerprint), None, False
+    try:
+        index, problem = EmbeddingIndex.open(path, fingerprint, dim)
+    except NotAnIndexError as e:
+        raise ValueError(f"index {e}") from e  # a default index's place (--index was checked before)
+    except OSError as e:
+        print(f"warning: cannot read the index {path} ({e.strerror or e}); it is left as it is and this run "
+              "keeps no index (give --index FILE in a folder you can read and write)", file=sys.stderr)
+        return EmbeddingIndex(fingerprint), None, False
+    if problem:
+        print(problem, file=sys.stderr)
+    return index, problem, True
+
+
+def _saver(index: EmbeddingIndex, path: str):
+    """save() for refresh and the end of the run: a failure is one warning line, never the end of the run."""
+    warned = []
+
+    def save() -> None:
+        try:
+            index.save(path)
+        except (OSError, ValueError) as e:  # the results are still good; only the next run pays for it
+            if not warned:
+                warned.append(path)
+                print(f"warning: cannot write the index {path} ({e}); the next run embeds these images again "
+                      "(give --index FILE in a folder you can write)", file=sys.stderr)
+
+    return save
 
 
 def scoring_dim(model) -> int:

@@ -5,8 +5,11 @@
 
 Prints ``cosine  path`` lines for every image (``--top K``: the K best), best first, or writes a CSV
 (rank, cosine, path). Image embeddings are kept in an index (``embed_images``), so a later search embeds
-only new or changed images; the run ends with one line on stderr: ``index: N new, M removed, K reused``. Unreadable images are listed on stderr
-and skipped; exit code 2 only for bad arguments or a model that cannot embed images.
+only new or changed images; the run ends with one line on stderr: ``index: N new, M removed, K reused``.
+Unreadable images are listed on stderr and skipped; exit code 2 only for bad arguments (an ``--index``
+that names something other than an index included: it is never replaced) or a model that cannot embed
+images. An index that cannot be read or written is a ``warning:`` line; the ranking is printed and the
+exit code stays 0.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch
 from ..clip_impl.scoring import pixel_embeddings, prepare_prompt, read_pixels, scoring_towers, text_embedding
 from .csv_out import csv_output
 from .embed_images import (
-    add_index_options, add_model_options, check_out, embed_folders, load_model, one_thread, report_failed,
+    add_index_options, add_model_options, check_index, check_out, embed_folders, load_model, one_thread,
+    report_failed,
 )
 
 CSV_COLUMNS = ("rank", "cosine", "path")
@@ -58,6 +62,7 @@ def run(args) -> int:
     if args.text is not None:
         prepare_prompt(args.text)  # refuse an empty query before loading anything
     check_out(args.out)
+    check_index(args)
     model, _name = load_model(args)
     query = query_embedding(model, args)
     found = embed_folders(args, model, args.images)

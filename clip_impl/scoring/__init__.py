@@ -6,6 +6,7 @@ behind search and de-duplication.
 from .aesthetic import AestheticHead, AestheticResult, aesthetic_scores, check_fits, load_head
 from .finite import describe_value, not_finite_reasons
 from .file_embedding import FileEmbedding, embed_image_files, read_pixels
+from .index_file import MAX_ENTRIES, NotAnIndexError, inspect_target
 from .search_index import EmbeddingIndex, default_index_path, model_fingerprint, refresh, summary_line
 from .similarity import (
     SCALES, Scale, ScoringPrompt, SimilarityResult, apply_scale, logit_factor, pixel_embeddings, prepare_prompt,
@@ -18,9 +19,10 @@ from .zero_shot import (
 
 __all__ = [
     "AestheticHead", "AestheticResult", "aesthetic_scores", "check_fits", "load_head", "FileEmbedding",
-    "embed_image_files", "read_pixels", "EmbeddingIndex", "default_index_path", "model_fingerprint", "refresh",
-    "summary_line", "SCALES", "Scale", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
-    "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
-    "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
-    "parse_templates", "describe_value", "not_finite_reasons",
+    "embed_image_files", "read_pixels", "MAX_ENTRIES", "NotAnIndexError", "inspect_target", "EmbeddingIndex",
+    "default_index_path", "model_fingerprint", "refresh", "summary_line", "SCALES", "Scale", "ScoringPrompt",
+    "SimilarityResult", "apply_scale", "logit_factor", "pixel_embeddings", "prepare_prompt", "score_images",
+    "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE", "ZeroShotResult", "classify_embeddings",
+    "classify_images", "label_embeddings", "parse_labels", "parse_templates", "describe_value",
+    "not_finite_reasons",
 ]

@@ -2,23 +2,23 @@
 
 Each entry is keyed by the image's absolute path, with its size and modification time (ns) when it was
 embedded; the whole index carries the fingerprint of the model that made the embeddings
-(:func:`model_fingerprint`). Refreshing an index against the images found now (:func:`refresh`) embeds
-new or changed files, drops deleted ones and reuses the rest.
+(:func:`model_fingerprint`: every weight of the vision tower and its projection). Refreshing an index
+against the images found now (:func:`refresh`) embeds new or changed files, drops deleted ones and reuses
+the rest.
 
-File format: one safetensors file, tensor ``embeddings`` (N, P) float32, and metadata ``format``,
-``version``, ``fingerprint``, ``entries`` (a JSON list of ``[path, size, mtime_ns]``, row order) and
-``crc32`` (over the embedding bytes and the entries). A file that is missing, truncated, corrupt, of
-another format version or from another model is not used: :meth:`EmbeddingIndex.open` returns an empty
-index and says why, and the next save replaces it.
-
-Writes are atomic: the index goes to a temporary file in the same folder, is flushed to disk, then
-``os.replace``s the old one, so a process killed at any moment leaves either the previous index or the
-new one, never a partial file. While many images are embedded the index is saved every ``save_every``
-seconds, so an interrupted run keeps most of its work.
+The file (``index_file``): one safetensors file, tensor ``embeddings`` (N, P) float32, metadata
+``format``, ``version``, ``fingerprint``, ``entries`` and ``crc32``. A path that names anything but a
+missing file, an empty file or an index of ours (told by content, not by name) is refused
+(:class:`NotAnIndexError`) and never written. One of ours that is truncated, corrupt, of another version,
+from another model or of another width is not used: :meth:`EmbeddingIndex.open` returns an empty index
+and says why, and the next save replaces it. Writes are atomic (temp file in the same folder, fsync,
+``os.replace``), so a process killed at any moment leaves the previous index or the new one. While many
+images are embedded the index is saved every ``save_every`` seconds, so an interrupted run keeps most of
+its work.
 
 The default index of a folder lives under the user cache directory (``$XDG_CACHE_HOME``, else
-``~/.cache``; ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS), in ``clip_suite/index/``,
-never inside the image folder.
+``$HOME/.cache``, else the account's home from the password database; ``%LOCALAPPDATA%`` on Windows,
+``~/Library/Caches`` on macOS), in ``clip_suite/index/``, never inside the image folder.
 """
 
 from __future__ import annotations
@@ -28,73 +28,110 @@ import json
 import os
 import sys
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .file_embedding import embed_image_files
 from ..model import ClipModel
+from .index_file import (  # the format's names stay importable from here
+    FORMAT, STALE_TEMP_SECONDS, VERSION, NotAnIndexError, inspect_target, parse_entries, read_index_file,
+    remove_stale_temps, write_index_file,
+)
 from .similarity import scoring_towers
 
-FORMAT = "clip_suite.image_index"
-VERSION = "1"  # bump when the preprocessing or the file layout changes: old indexes are rebuilt
-_SAMPLES = 4096  # weights sampled per tensor for the fingerprint
-STALE_TEMP_SECONDS = 24 * 3600  # where a temp file's writer cannot be checked (Windows), its age decides
+NAME_BYTES = 40  # of the folder's name in a default index's file name (the rest is a hash)
+_CHUNK = 1 << 24  # values hashed at once: bounds the fp32 copy of a half-precision tensor to 64 MB
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # vision tower -> (weights key, digest)
 
 
 def user_cache_dir() -> Path:
     """The user's cache directory: $XDG_CACHE_HOME or ~/.cache (Linux), %LOCALAPPDATA% (Windows),
-    ~/Library/Caches (macOS)."""
+    ~/Library/Caches (macOS). ValueError when there is none (no usable HOME nor home directory)."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):  # the XDG spec says a relative value is to be ignored
         return Path(xdg)
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"])
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches"
-    return Path.home() / ".cache"
+    if os.name == "nt":
+        return Path(os.environ["LOCALAPPDATA"]) if os.environ.get("LOCALAPPDATA") else Path.home() / ".cache"
+    home = _home()
+    return home / "Library" / "Caches" if sys.platform == "darwin" else home / ".cache"
+
+
+def _home() -> Path:
+    """$HOME when it is an absolute path; else (empty, unset or relative: Python would give ``/`` or the
+    working folder) the account's home directory when it exists and is not ``/``; else ValueError."""
+    home = os.environ.get("HOME", "")
+    if os.path.isabs(home):
+        return Path(home)
+    try:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError, OSError):
+        home = ""
+    if os.path.isabs(home) and home.strip("/") and os.path.isdir(home):
+        return Path(home)
+    raise ValueError("no cache folder for the default index: HOME is empty or relative and XDG_CACHE_HOME is "
+                     "not set; set XDG_CACHE_HOME (or HOME), or give the index file's path")
 
 
 def default_index_path(folder: str | os.PathLike) -> Path:
     """The default index file of an image folder: under the user cache directory, named after the folder
-    and a hash of its absolute path (two folders of the same name get two files)."""
+    (at most NAME_BYTES bytes of it) and a hash of its absolute path (two folders of the same name get two
+    files); the name stays far below any file system's name limit. ValueError when there is no cache
+    directory (:func:`user_cache_dir`)."""
     absolute = os.path.abspath(folder)
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(absolute) or "root")[:40]
+    name = name.encode("utf-8", "surrogatepass")[:NAME_BYTES].decode("utf-8", "ignore")
     return user_cache_dir() / "clip_suite" / "index" / f"{name}-{digest}.safetensors"
 
 
 def model_fingerprint(model: ClipModel) -> str:
     """A hex digest that changes whenever the image embeddings would: the vision tower's shape, compute
-    dtype and (a sample of) every weight, plus the index version. Stable across processes and file
-    layouts (the same weights in HF or OpenCLIP names give the same fingerprint)."""
+    dtype and every byte of every weight and buffer of the tower and its projection, plus the index
+    version. Half-precision weights are hashed as the float32 values they widen to, so a tower gives the
+    same digest before and after its deferred fp32 copies, and the same weights in HF or OpenCLIP names
+    (or fp16 and fp32 files) give the same digest. Computed once per loaded tower and set of weights
+    (a sha256 over the weights: about 1 s per GB of float32 on one core)."""
     _, vision = scoring_towers(model)
-    h = hashlib.sha256(f"{FORMAT}/{VERSION}".encode())
+    tensors = sorted([*vision.named_parameters(), *vision.named_buffers()], key=lambda item: item[0])
+    key = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device)) for name, t in tensors)
+    known = _FINGERPRINTS.get(vision)
+    if known is not None and known[0] == key:
+        return known[1]
+    h = hashlib.sha256(f"{FORMAT}/{VERSION}/all-weights".encode())
     cfg = vision.config
     h.update(repr((cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, cfg.patch, cfg.image_size, cfg.activation,
                    cfg.projection_dim, str(vision.compute_dtype))).encode())
-    for name, tensor in sorted(vision.state_dict().items()):
-        h.update(f"{name}{tuple(tensor.shape)}".encode())
-        h.update(_sample(tensor.detach()).tobytes())
-    return h.hexdigest()[:32]
+    for name, tensor in tensors:
+        _hash_tensor(h, name, tensor.detach())
+    digest = h.hexdigest()[:32]
+    _FINGERPRINTS[vision] = (key, digest)
+    return digest
 
 
-def _sample(tensor: torch.Tensor):
-    """Up to _SAMPLES evenly spaced values of ``tensor`` as a float32 numpy array. On the CPU through numpy
-    (no torch op, so no thread-pool wake-ups: ~150 tiny torch ops cost a second on a busy machine)."""
-    import numpy as np
-
-    n = tensor.numel()
-    step = max(1, n // _SAMPLES)
-    if tensor.device.type != "cpu":
-        return tensor.reshape(-1)[::step][:_SAMPLES].float().cpu().numpy()
-    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: widen the bits by hand
-        bits = tensor.view(torch.int16).numpy().reshape(-1)[::step][:_SAMPLES].astype(np.uint16)
-        return (bits.astype(np.uint32) << 16).view(np.float32)
-    return tensor.numpy().reshape(-1)[::step][:_SAMPLES].astype(np.float32)
+def _hash_tensor(h, name: str, tensor: torch.Tensor) -> None:
+    """Feed ``tensor``'s name, shape and values (half precision widened to float32) to ``h``, a chunk at a
+    time. On the CPU through numpy where it can (no torch op, so no thread-pool wake-ups)."""
+    widen = tensor.dtype.is_floating_point and tensor.element_size() < 4
+    h.update(f"{name}{tuple(tensor.shape)}{torch.float32 if widen else tensor.dtype}".encode())
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        part = flat[start : start + _CHUNK]
+        if part.device.type == "cpu" and part.dtype == torch.float16:
+            values = part.numpy().astype(np.float32)
+        elif part.device.type == "cpu" and part.dtype == torch.bfloat16:  # numpy has no bfloat16
+            values = (part.view(torch.int16).numpy().astype(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            part = part.float() if widen else part
+            values = part.cpu().contiguous().view(torch.uint8).numpy()
+        h.update(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
 
 
 @dataclass
@@ -117,15 +154,24 @@ class EmbeddingIndex:
         return len(self.entries)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, fingerprint: str) -> tuple["EmbeddingIndex", str | None]:
+    def open(
+        cls, path: str | os.PathLike, fingerprint: str, width: int | None = None
+    ) -> tuple["EmbeddingIndex", str | None]:
         """(the index stored at ``path``, None), or (an empty index, why the file is not used): a missing
-        file says nothing; truncated, corrupt, other-version and other-model files say so."""
+        file says nothing; an empty, truncated, corrupt, other-version, other-model or (``width`` given)
+        other-width index says so. NotAnIndexError when ``path`` holds something that is not an index of
+        ours (it must not be replaced); OSError when it cannot be read."""
         path = Path(path)
-        remove_stale_temps(path)
-        if not path.exists():
+        real, state = inspect_target(path)
+        remove_stale_temps(real)
+        if state == "missing":
             return cls(fingerprint), None
+        if state == "empty":
+            return cls(fingerprint), f"index {path} is truncated or corrupt (an empty file): rebuilding it"
         try:
-            index = cls.read(path)
+            index = cls.read(real, width)
+        except NotAnIndexError:
+            raise
         except ValueError as e:
             return cls(fingerprint), f"index {path} {e}: rebuilding it"
         if index.fingerprint != fingerprint:
@@ -133,62 +179,44 @@ class EmbeddingIndex:
         return index, None
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "EmbeddingIndex":
-        """Read an index file; ValueError (saying what is wrong) for anything but a complete, valid index."""
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != FORMAT:
-                    raise ValueError("is not a CLIP Suite image index")
-                if meta.get("version") != VERSION:
-                    raise ValueError(f"is version {meta.get('version')}, this CLIP Suite writes version {VERSION}")
-                emb = f.get_tensor("embeddings")
-        except (SafetensorError, OSError, RuntimeError) as e:  # truncated files fail to parse or to map
-            raise ValueError(f"is truncated or corrupt ({e})") from e
-        try:
-            rows = json.loads(meta["entries"])
-            crc = int(meta["crc32"])
-            fingerprint = meta["fingerprint"]
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"has broken metadata ({e})") from e
-        if emb.dtype != torch.float32 or emb.ndim != 2 or emb.shape[0] != len(rows):
+    def read(cls, path: str | os.PathLike, width: int | None = None) -> "EmbeddingIndex":
+        """Read an index file; ValueError (saying what is wrong) for anything but a complete, valid index
+        (of embeddings ``width`` wide when given)."""
+        meta, emb = read_index_file(path)
+        crc, fingerprint, text = meta.get("crc32"), meta.get("fingerprint"), meta.get("entries")
+        if text is None:
+            raise ValueError("has broken metadata (no entries)")
+        if not (isinstance(crc, str) and crc.isdigit() and len(crc) <= 10):
+            raise ValueError(f"has broken metadata (crc32 {str(crc)[:12]!r} is not a checksum)")
+        if not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 128 and fingerprint.isprintable()):
+            raise ValueError("has broken metadata (fingerprint)")
+        rows = parse_entries(text)
+        if emb.shape[0] != len(rows) or (rows and emb.shape[1] == 0):
             raise ValueError(f"holds {tuple(emb.shape)} embeddings for {len(rows)} entries")
-        if _crc(emb, meta["entries"]) != crc:
+        if _crc(emb, text) != int(crc):
             raise ValueError("fails its checksum (corrupt)")
-        try:
-            entries = {str(p): Entry(int(size), int(mtime), row) for (p, size, mtime), row in zip(rows, emb)}
-        except (ValueError, TypeError) as e:  # a list of something else than [path, size, mtime]
-            raise ValueError(f"has broken metadata ({e})") from e
-        return cls(fingerprint, entries)
+        if rows and width is not None and emb.shape[1] != width:
+            raise ValueError(f"holds embeddings of width {emb.shape[1]}, this model makes {width}")
+        if not np.isfinite(emb).all():
+            raise ValueError("holds embeddings that are not finite numbers (corrupt)")
+        table = torch.from_numpy(emb)
+        return cls(fingerprint, {p: Entry(size, mtime, table[i]) for i, (p, size, mtime) in enumerate(rows)})
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the index to ``path`` atomically (temp file in the same folder, fsync, os.replace).
+        NotAnIndexError (nothing written) when ``path`` holds something that is not an index of ours;
+        OSError when it cannot be written; ValueError past MAX_ENTRIES images."""
         items = list(self.entries.items())
         if items:
-            emb = torch.stack([e.embedding.float().cpu() for _, e in items]).contiguous()
+            emb = torch.stack([e.embedding.float().cpu() for _, e in items]).numpy()
         else:
-            emb = torch.zeros(0, 0)
+            emb = np.zeros((0, 0), np.float32)
         # ASCII JSON: a file name that is not UTF-8 (lone surrogates from os.fsdecode) is kept as a \u
         # escape that reads back as the same name; safetensors metadata must be valid UTF-8.
         rows = json.dumps([[p, e.size, e.mtime_ns] for p, e in items])
         meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "entries": rows,
                 "crc32": str(_crc(emb, rows))}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file({"embeddings": emb}, str(tmp), metadata=meta)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        _fsync_dir(path.parent)
+        write_index_file(path, emb, meta)
 
     def lookup(self, path: str, st: os.stat_result) -> torch.Tensor | None:
         """The stored embedding of ``path`` if the file still has the size and mtime it was embedded with."""
@@ -201,54 +229,9 @@ class EmbeddingIndex:
         self.entries[path] = Entry(st.st_size, st.st_mtime_ns, embedding.detach().float().cpu())
 
 
-def _crc(emb: torch.Tensor, rows: str) -> int:
-    return zlib.crc32(rows.encode("utf-8", "surrogatepass"), zlib.crc32(emb.numpy().tobytes()))
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable where the platform allows (POSIX); best effort."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Delete temp files of ``path`` left by writers that were killed (their process no longer runs)."""
-    if not path.parent.is_dir():
-        return
-    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 1 : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        if _writer_gone(int(pid), tmp):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass  # removed by another run meanwhile, or not ours to remove: harmless
-
-
-def _writer_gone(pid: int, tmp: Path) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows: go by age
-        try:
-            return time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # a running process of another user
-    return False
+def _crc(emb: np.ndarray, rows: str) -> int:
+    data = np.ascontiguousarray(emb, dtype="<f4")
+    return zlib.crc32(rows.encode("utf-8", "surrogatepass"), zlib.crc32(data.reshape(-1).view(np.uint8)))
 
 
 @dataclass

@@ -136,13 +136,18 @@ def test_bad_index_files_are_rebuilt(vision_dir, folder, tmp_path, capsys):
     first = _search(capsys, model, "--index", index, "--text", "a", small)
     assert first[2][-1] == "index: 100 new, 0 removed, 0 reused"
     good = index.read_bytes()
+    # 500 random bytes are not an index of ours: refused with exit code 2 and left as they are (a file of
+    # unknown content may be anything of the user's); our own truncated, empty or damaged index is rebuilt.
+    garbage = os.urandom(500)
+    index.write_bytes(garbage)
+    assert main(["search", "--model", str(model), "--index", str(index), "--text", "a", str(small)]) == 2
+    assert "is not a CLIP Suite image index" in capsys.readouterr().err and index.read_bytes() == garbage
     cases = {
         "truncated": good[: len(good) // 2],
-        "garbage": os.urandom(500),
         "empty": b"",
         "corrupt": good[:-40] + bytes(b ^ 0x55 for b in good[-40:]),  # same length, damaged embeddings
     }
-    messages = {"truncated": "truncated or corrupt", "garbage": "truncated or corrupt", "empty": "truncated or corrupt",
+    messages = {"truncated": "truncated or corrupt", "empty": "truncated or corrupt",
                 "corrupt": "fails its checksum"}
     for name, data in cases.items():
         index.write_bytes(data)
