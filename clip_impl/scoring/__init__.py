@@ -11,8 +11,8 @@ from .similarity import (
     score_images, scoring_towers, text_embedding,
 )
 from .zero_shot import (
-    DEFAULT_TEMPLATE, ZeroShotResult, classify_embeddings, classify_images, label_embeddings, parse_labels,
-    parse_templates,
+    DEFAULT_TEMPLATE, MAX_LABEL_CHARS, MAX_LABELS, MAX_LABELS_TEXT, ZeroShotResult, check_sizes, classify_embeddings,
+    classify_images, label_embeddings, parse_labels, parse_templates,
 )
 
 __all__ = [
@@ -20,6 +20,6 @@ __all__ = [
     "embed_image_files", "read_pixels", "EmbeddingIndex", "default_index_path", "model_fingerprint", "refresh",
     "summary_line", "SCALES", "Scale", "ScoringPrompt", "SimilarityResult", "apply_scale", "logit_factor",
     "pixel_embeddings", "prepare_prompt", "score_images", "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE",
-    "ZeroShotResult", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
-    "parse_templates",
+    "MAX_LABEL_CHARS", "MAX_LABELS", "MAX_LABELS_TEXT", "ZeroShotResult", "check_sizes", "classify_embeddings",
+    "classify_images", "label_embeddings", "parse_labels", "parse_templates",
 ]
