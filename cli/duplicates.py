@@ -54,8 +54,9 @@ def duplicate_groups(embeddings: torch.Tensor, min_cosine: float) -> list[list[i
 
     Linear memory and no Python work per pair: the similarities are computed a block of rows at a time
     (at most _BLOCK_ENTRIES of them), thresholded in torch, and merged into a union-find forest kept as one
-    tensor (``parent[i] <= i``, so a group's root is its smallest index). 10,000 identical images link
-    50 million pairs; they cost one block's worth of memory and end as one group.
+    tensor (``parent[i] <= i``, so a group's root is its smallest index). A block whose rows are already
+    one group is compared only with the other groups' rows. 10,000 identical images link 50 million
+    pairs; they cost one block's worth of memory and time and end as one group.
     """
     emb = embeddings.detach().float().cpu()
     n = emb.shape[0]
@@ -65,14 +66,27 @@ def duplicate_groups(embeddings: torch.Tensor, min_cosine: float) -> list[list[i
     rows = max(1, min(n, _BLOCK_ENTRIES // n))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        # Each pair once, from its smaller index: row r against the columns from r + 1 on.
-        linked = (emb[start:stop] @ emb[start:].T) >= min_cosine  # (b, n - start)
-        linked[:, : stop - start].triu_(1)
+        parent = _compress(parent)
+        row_roots = parent[start:stop]
+        cols = None  # every column from the block's first row on
+        if bool((row_roots == row_roots[0]).all()):
+            # The block's rows are one group already, and links inside a group change nothing: only the
+            # columns of other groups are compared (so 20,000 identical images compare one block, not all).
+            others = torch.nonzero(parent[stop:] != row_roots[0]).flatten() + stop
+            if others.numel() == 0:
+                continue
+            if others.numel() < (n - start) // 2:  # else the plain slice is cheaper than gathering rows
+                cols = others
+        if cols is None:
+            # Each pair once, from its smaller index: row r against the columns from r + 1 on.
+            linked = (emb[start:stop] @ emb[start:].T) >= min_cosine  # (b, n - start)
+            linked[:, : stop - start].triu_(1)
+            col_roots = parent[start:]
+        else:  # all after the block's rows: each pair once as well
+            linked = (emb[start:stop] @ emb[cols].T) >= min_cosine
+            col_roots = parent[cols]
         if not bool(linked.any()):
             continue
-        parent = _compress(parent)
-        col_roots = parent[start:]
-        row_roots = parent[start:stop]
         # A row joins every group it links to: hook them all onto the smallest of their roots. Links whose
         # group already has that root change nothing and are dropped before any index list is made, so
         # a block of identical rows costs one pass, not a list of its pairs.
