@@ -13,7 +13,7 @@ SUMMARY_LABELS, then a count of the rest; long labels shortened) ends the run.
 
 Limits (``clip_impl.scoring.zero_shot``, checked before the model loads): at most 200,000 labels of at most
 1,000 characters each, a labels text (``--labels-file``) of at most 16 Mi characters, at most 100 templates
-and 200,000 label x template texts.
+and 200,000 label x template texts of 32 Mi characters in all.
 """
 
 from __future__ import annotations

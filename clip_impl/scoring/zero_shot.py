@@ -15,7 +15,8 @@ or spacing) are refused as a label given twice. Text embeddings are cached per (
 
 Limits, checked before any work: at most MAX_LABELS labels of at most MAX_LABEL_CHARS characters each, a
 labels text of at most MAX_LABELS_TEXT characters, at most MAX_TEMPLATES templates (each at most
-MAX_LABEL_CHARS characters with at most MAX_SLOTS ``{}``) and MAX_TEXTS label x template texts in all.
+MAX_LABEL_CHARS characters with at most MAX_SLOTS ``{}``) and MAX_TEXTS label x template texts of
+MAX_TEXT_CHARS characters in all.
 Messages quote at most SHOWN_CHARS characters of a label.
 """
 
@@ -42,6 +43,7 @@ MAX_LABELS_TEXT = 16 * 1024 * 1024  # characters of the whole labels text (a --l
 MAX_TEMPLATES = 100  # CLIP's own ImageNet prompt set has 80
 MAX_SLOTS = 8  # "{}" in one template
 MAX_TEXTS = 200_000  # labels x templates: the texts encoded
+MAX_TEXT_CHARS = 32 * 1024 * 1024  # characters of those texts in all (each is tokenized before the cut to 75 tokens)
 MAX_NOTES = 10  # notes about single labels; the rest are counted
 SHOWN_CHARS = 60  # of a label quoted in a message
 LABEL_BATCH = 128  # texts per forward pass: short texts, so bigger batches than prompts (fewer, fuller ops)
@@ -130,6 +132,13 @@ def check_sizes(labels: list[str], templates: list[str]) -> None:
         raise ValueError(
             f"{len(labels):,} labels x {len(templates)} templates = {len(labels) * len(templates):,} texts to encode; "
             f"at most {MAX_TEXTS:,} (MAX_TEXTS): use fewer templates or fewer labels"
+        )
+    label_chars = sum(map(len, labels))
+    chars = len(labels) * sum(map(len, templates)) + sum(t.count(SLOT) for t in templates) * label_chars
+    if chars > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"the labels put into the templates make {chars:,} characters of text to encode; at most "
+            f"{MAX_TEXT_CHARS:,} (MAX_TEXT_CHARS): use shorter labels, fewer templates or fewer {SLOT} in them"
         )
 
 

@@ -42,6 +42,8 @@ def test_limits_are_refused_with_a_short_message():
     assert len(str(e.value)) < 400
     with pytest.raises(ValueError, match="MAX_TEXTS"):
         check_sizes([str(i) for i in range(50_000)], ["{}", "a {}", "b {}", "c {}", "d {}"])
+    with pytest.raises(ValueError, match="MAX_TEXT_CHARS"):
+        check_sizes([f"{i:04d}" + "w" * 990 for i in range(5000)], ["{} {} {} {} {} {} {} {}"])
     with pytest.raises(ValueError, match="more than 100 templates"):
         parse_templates("|".join(["{}"] * 101))
     assert len(parse_templates("|".join([f"{{}} {i}" for i in range(100)]))) == 100
