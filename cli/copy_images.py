@@ -312,10 +312,13 @@ class _Folder:
 
     def _link(self, tmp: str, name: str) -> bool:
         """Give the complete temporary file its name, never replacing a file; False when it was taken."""
-        (tmp_at, kw), (name_at, _) = self._at(tmp), self._at(name)
+        tmp_at, name_at = self._at(tmp)[0], self._at(name)[0]
         both = {"src_dir_fd": self.fd, "dst_dir_fd": self.fd} if self.fd is not None else {}
         try:
-            os.link(tmp_at, name_at, follow_symlinks=False, **both) if self.fd is not None else os.link(tmp_at, name_at)
+            if self.fd is not None:
+                os.link(tmp_at, name_at, follow_symlinks=False, **both)
+            else:
+                os.link(tmp_at, name_at)
         except FileExistsError:
             return False
         except (OSError, NotImplementedError) as e:
