@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     labels = p.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help='the labels, separated by commas: "portrait,landscape,anime"')
-    labels.add_argument("--labels-file", metavar="FILE", help="a text file with one label a line")
+    labels.add_argument("--labels-file", metavar="FILE",
+                        help=f"a text file with one label a line (at most {MAX_LABELS:,} labels of at most "
+                             f"{MAX_LABEL_CHARS:,} characters; case and spacing do not make a new label)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE,
                    help=f"text around each label, {{}} is the label (default {DEFAULT_TEMPLATE!r}); several "
                         "templates separated by ' | ' are ensembled")
