@@ -17,7 +17,8 @@ from .similarity import IMAGES_TOOLTIP, SCORING_CLIP_TOOLTIP, scoring_clip
 LABELS_TOOLTIP = (
     "The categories, one a line (at least 2; blank lines and surrounding spaces are ignored), e.g. portrait / "
     "landscape / anime / photo on four lines. Each image gets the most probable one. Used as written: "
-    "brackets are words here, not weighting."
+    "brackets are words here, not weighting. Labels that differ only in case or spacing are the same label to "
+    "CLIP (refused as given twice). At most 200,000 labels of at most 1,000 characters each."
 )
 TEMPLATE_TOOLTIP = (
     "The text around each label; {} is where the label goes ('a photo of {}.' as in the CLIP paper). Several "

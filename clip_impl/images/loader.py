@@ -14,14 +14,23 @@ image_to_tensor(open_image(path)), size)``: the library's own preprocessing, onl
 ``workers=0`` loads in the calling process (no pool). ``read_extra`` (a module-level function, so worker
 processes can import it) runs on each opened pillow image before it is converted, e.g. to read the prompt
 from its metadata; its return value comes back as ``item.extra`` and must not raise for ordinary bad input.
-Workers are started with ``spawn`` (never ``fork``: the parent may already run torch threads).
+Workers are started with ``spawn`` (never ``fork``: the parent may already run torch threads), and they exit
+with their parent, even one killed with SIGKILL (which runs no cleanup): on Linux the kernel kills them
+(``PR_SET_PDEATHSIG``), and everywhere a watchdog thread in each worker ends it within a second of its
+parent's end (the pipe multiprocessing keeps from the parent reaches end of file, or the parent id changes).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -49,6 +58,8 @@ class LoadedImage:
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 3  # pools that die more often than this are given up (see ImageLoader.load)
 MIN_IMAGES_FOR_WORKERS = 16  # fewer images load faster in-process than a worker takes to start
+PARENT_CHECK_SECONDS = 0.5  # how often a worker's watchdog looks for its parent (the portable fallback)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def default_workers(images: int | None = None) -> int:
@@ -59,9 +70,47 @@ def default_workers(images: int | None = None) -> int:
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None, deathsig: bool = False) -> None:
+    """Worker set-up: one torch thread, and exit with the parent process ``parent`` (see the module doc)."""
     # One thread per worker: the workers share the cores with the model, which uses torch's own threads.
     torch.set_num_threads(1)
+    if parent is not None:
+        exit_with_parent(parent, deathsig)
+
+
+def exit_with_parent(parent: int, deathsig: bool = True) -> None:
+    """Make this process end when ``parent`` (its parent's pid) ends, however that ends.
+
+    ``deathsig``: also ask Linux to SIGKILL it then (``PR_SET_PDEATHSIG``; it fires when the parent *thread*
+    that started this process ends, so only ask when that is the parent's main thread). Everywhere, a daemon
+    thread waits on multiprocessing's pipe from the parent (end of file when the parent is gone) and checks
+    ``os.getppid()`` (which changes when an orphan is adopted) every PARENT_CHECK_SECONDS.
+    """
+    if deathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watchdog below still ends this process
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+    sentinel = getattr(multiprocessing.parent_process(), "sentinel", None)
+    threading.Thread(target=_watch_parent, args=(parent, sentinel), name="clip-suite-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int, sentinel) -> None:
+    while True:
+        if sentinel is not None:
+            try:
+                gone = bool(multiprocessing.connection.wait([sentinel], timeout=PARENT_CHECK_SECONDS))
+            except OSError:  # the handle itself is gone: so is the parent's end of it
+                gone = True
+        else:
+            time.sleep(PARENT_CHECK_SECONDS)
+            gone = False
+        if gone or os.getppid() != parent:
+            os._exit(1)  # no cleanup to run: the results have nobody to go to
 
 
 def _warm_up() -> bool:
@@ -103,8 +152,12 @@ class ImageLoader:
             self._start()
 
     def _start(self) -> None:
+        # The workers are started by this thread (submit starts them): Linux's parent-death signal follows
+        # the starting thread, so it is asked for only when that is the main thread (see exit_with_parent).
+        main = threading.current_thread() is threading.main_thread()
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(os.getpid(), main),
         )
         for _ in range(self.workers):
             self._pool.submit(_warm_up)

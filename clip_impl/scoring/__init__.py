@@ -13,8 +13,8 @@ from .similarity import (
     score_images, scoring_towers, text_embedding,
 )
 from .zero_shot import (
-    DEFAULT_TEMPLATE, ZeroShotResult, classify_embeddings, classify_images, label_embeddings, parse_labels,
-    parse_templates,
+    DEFAULT_TEMPLATE, MAX_LABEL_CHARS, MAX_LABELS, MAX_LABELS_TEXT, ZeroShotResult, check_sizes, classify_embeddings,
+    classify_images, label_embeddings, parse_labels, parse_templates,
 )
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
     "embed_image_files", "read_pixels", "MAX_ENTRIES", "NotAnIndexError", "inspect_target", "EmbeddingIndex",
     "default_index_path", "model_fingerprint", "refresh", "summary_line", "SCALES", "Scale", "ScoringPrompt",
     "SimilarityResult", "apply_scale", "logit_factor", "pixel_embeddings", "prepare_prompt", "score_images",
-    "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE", "ZeroShotResult", "classify_embeddings",
-    "classify_images", "label_embeddings", "parse_labels", "parse_templates", "describe_value",
-    "not_finite_reasons",
+    "scoring_towers", "text_embedding", "DEFAULT_TEMPLATE", "MAX_LABEL_CHARS", "MAX_LABELS", "MAX_LABELS_TEXT",
+    "ZeroShotResult", "check_sizes", "classify_embeddings", "classify_images", "label_embeddings", "parse_labels",
+    "parse_templates", "describe_value", "not_finite_reasons",
 ]

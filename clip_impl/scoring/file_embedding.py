@@ -23,7 +23,12 @@ from .similarity import pixel_embeddings, scoring_towers
 
 @dataclass
 class FileEmbedding:
-    """One file's outcome: its L2-normalised embedding (P,) float32 on the CPU, or why it has none."""
+    """One file's outcome: its L2-normalised embedding (P,) float32 on the CPU, or why it has none.
+
+    The embeddings of one batch are rows of one (B, P) tensor of their own (nothing else: not the model's
+    output, not the pixels), made after the forward pass: one small tensor per image, allocated while the
+    batch's big buffers were alive, pinned the heap between them (+330 MB over 10,000 images kept).
+    """
 
     path: str
     embedding: torch.Tensor | None = None
@@ -67,8 +72,11 @@ def _embed(vision, batch: list[LoadedImage]) -> list[FileEmbedding]:
     if not pixels:
         return rows
     stacked = torch.stack(pixels).to(device=vision.device, dtype=vision.compute_dtype)
-    embeds = iter(pixel_embeddings(vision, stacked).cpu())
+    out = pixel_embeddings(vision, stacked)
+    del stacked, pixels  # the big buffers go before the block that stays is made
+    embeds = iter(out.to("cpu", torch.float32, copy=True))
+    del out
     for row, item in zip(rows, batch):
         if item.pixels is not None:
-            row.embedding = next(embeds).clone()
+            row.embedding = next(embeds)
     return rows

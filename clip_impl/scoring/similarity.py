@@ -103,8 +103,17 @@ def scoring_towers(model: ClipModel):
 
 
 def text_embedding(model: ClipModel, prompt: ScoringPrompt, cache: ByteLRUCache | None = TEXT_CACHE) -> torch.Tensor:
-    """The L2-normalised projected text embedding (P,) float32 of a prepared prompt."""
-    return _embed_prompts(model, [prompt], cache, 1)[0]
+    """The L2-normalised projected text embedding (P,) float32 of a prepared prompt (the cached tensor itself
+    when the prompt's words were embedded before)."""
+    tower, _ = scoring_towers(model)
+    key = (tower.cache_id, prompt.ids)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return hit.to(tower.device)
+    emb = token_embeddings(model, [prompt.ids], None, 1)[0]  # a row whose storage is that row alone
+    if cache is not None:
+        cache.put(key, emb.cpu())
+    return emb
 
 
 def text_embeddings(
@@ -118,31 +127,57 @@ def text_embeddings(
     """
     if not prompts:
         raise ValueError("no prompts to embed")
-    return torch.stack(_embed_prompts(model, prompts, cache, batch_size))
+    return token_embeddings(model, [p.ids for p in prompts], cache, batch_size)
 
 
-def _embed_prompts(model: ClipModel, prompts, cache, batch_size: int) -> list[torch.Tensor]:
-    """One (P,) embedding per prompt: the cached tensors themselves where found."""
+def token_embeddings(
+    model: ClipModel, ids: list[tuple[int, ...]], cache: ByteLRUCache | None = TEXT_CACHE, batch_size: int = 32
+) -> torch.Tensor:
+    """``text_embeddings`` from the token ids of prepared prompts (``ScoringPrompt.ids``): (N, P) float32.
+
+    Every row lands in one tensor allocated once: many small long-lived tensors made while a forward
+    pass's buffers are alive pin the heap between them (tens of KB per row: 200,000 labels took 7 GB).
+    Cache entries are copied out after the last forward pass, for the same reason.
+    """
+    if not ids:
+        raise ValueError("no prompts to embed")
     tower, _ = scoring_towers(model)
-    keys = [(tower.cache_id, p.ids) for p in prompts]
-    found = {k: cache.get(k) for k in dict.fromkeys(keys)} if cache is not None else {k: None for k in keys}
-    missing = [k for k, v in found.items() if v is None]
-    for start in range(0, len(missing), batch_size):
-        part = missing[start : start + batch_size]
+    slots = {key: i for i, key in enumerate(dict.fromkeys((tower.cache_id, tuple(row)) for row in ids))}
+    out: torch.Tensor | None = None
+    missing = []
+    for key, i in slots.items():
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            missing.append(key)
+            continue
+        if out is None:
+            out = torch.empty(len(slots), hit.shape[-1])
+        out[i] = hit
+    batches = sorted(missing, key=lambda key: len(key[1]))  # like lengths together: less padding per batch
+    for start in range(0, len(batches), batch_size):
+        part = batches[start : start + batch_size]
         # Only the pooled vector is used, at each row's first EOS, and attention is causal: positions after
         # the longest row's EOS change nothing, so the batch stops there ("a dog" runs 4 positions, not 77).
-        width = max(len(ids) for _, ids in part) + 2
+        width = max(len(key[1]) for key in part) + 2
         rows = []
-        for _, ids in part:
-            row = [BOS_ID, *ids, EOS_ID]
+        for _, row_ids in part:
+            row = [BOS_ID, *row_ids, EOS_ID]
             rows.append(row + [tower.config.pad_id] * (width - len(row)))
         with torch.inference_mode():
-            out = tower(torch.tensor(rows, dtype=torch.long), tower.config.layers, layer_norm_hidden=False, project=True)
-        for key, emb in zip(part, F.normalize(out.pooled.float(), dim=-1)):
-            found[key] = emb.clone()  # a row of its own, so a cache entry does not keep the batch alive
-            if cache is not None:
-                cache.put(key, found[key].to("cpu"))  # on the CPU: GPU memory the host does not count
-    return [found[k].to(tower.device) for k in keys]
+            pooled = tower(torch.tensor(rows, dtype=torch.long), tower.config.layers, layer_norm_hidden=False,
+                           project=True).pooled
+        emb = F.normalize(pooled.float(), dim=-1).cpu()
+        if out is None:
+            out = torch.empty(len(slots), emb.shape[-1])
+        out[torch.tensor([slots[key] for key in part])] = emb
+    if cache is not None and missing:
+        fits = max(0, cache.max_bytes // (out.shape[1] * out.element_size()))  # more would evict themselves
+        for key in missing[-fits:] if fits else []:
+            cache.put(key, out[slots[key]].clone())  # a row of its own: a cache entry keeps nothing else alive
+    order = [slots[(tower.cache_id, tuple(row))] for row in ids]
+    if order != list(range(len(slots))):
+        out = out[torch.tensor(order)]
+    return out.to(tower.device)
 
 
 def image_embeddings(model: ClipModel, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:

@@ -21,6 +21,8 @@ from clip_suite.clip_impl.images.preprocess import load_image_file, preprocess_i
 from clip_suite.clip_impl.scoring.search_index import EmbeddingIndex, default_index_path, user_cache_dir
 from clip_suite.clip_impl.tokenizer import BOS_ID, EOS_ID, get_tokenizer
 from helpers.vision_fixtures import v336_model, v_model, vg_model, vh_model, vision_dir  # noqa: F401
+from helpers.bounded import HAS_PROC
+from helpers.processes import marked_env, survivors
 
 ROOT = Path(__file__).resolve().parents[1]
 TIE = 1e-5  # reference cosines closer than this may rank either way
@@ -215,7 +217,8 @@ def test_sigkill_mid_index_leaves_a_usable_index(vision_dir, folder, tmp_path, c
            "--index", str(index), "--batch-size", "2", "--save-every", "0", str(folder)]
     kept = 0
     for delay in (0.0, 0.15):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+        env, mark = marked_env(_env())
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if index.exists() and len(EmbeddingIndex.read(index)) > kept:
@@ -226,6 +229,9 @@ def test_sigkill_mid_index_leaves_a_usable_index(vision_dir, folder, tmp_path, c
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stderr.close()
+        if HAS_PROC:  # its image loader's workers (and multiprocessing's helper) end with it
+            left = survivors(mark)
+            assert not left, f"processes of the killed run are still alive: {left}"
         on_disk = EmbeddingIndex.read(index)  # raises if the kill left a partial file
         assert kept < len(on_disk) < 300
         kept = len(on_disk)
