@@ -30,12 +30,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..clip_impl.folders import writer_gone
+
 MAX_SUFFIX = 10_000  # names tried for one image (name, name_1, ... name_9999)
 MAX_NOTES = 20  # notes printed one by one, then a count
 _CHUNK = 1 << 20
 _TEMP_PREFIX = ".clip_suite_copy."
 _TEMP_SUFFIX = ".tmp"
-STALE_TEMP_SECONDS = 24 * 3600  # where a temp file's writer cannot be checked (Windows), its age decides
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 # Folders held open and used as the base of every name (race-free: a folder swapped for a link later is
@@ -348,30 +349,13 @@ class _Folder:
             pid = entry.name[len(_TEMP_PREFIX):].split(".", 1)[0]
             if not (entry.name.startswith(_TEMP_PREFIX) and entry.name.endswith(_TEMP_SUFFIX) and pid.isdigit()):
                 continue
-            if int(pid) == os.getpid() or not entry.is_file(follow_symlinks=False) or not _writer_gone(int(pid), entry):
+            if int(pid) == os.getpid() or not entry.is_file(follow_symlinks=False) or not writer_gone(int(pid), entry):
                 continue
             where, kw = self._at(entry.name)
             try:
                 os.unlink(where, **kw)
             except OSError:
                 pass  # removed by another run meanwhile, or not ours to remove: harmless
-
-
-def _writer_gone(pid: int, entry) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows: go by age
-        import time
-
-        try:
-            return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # a running process of another user
-    return False
 
 
 def _copy_stat(fd: int, st: os.stat_result) -> None:

@@ -40,3 +40,27 @@ def walk_once(top: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str
                 kept.append(name)
         dirs[:] = kept
         yield root, dirs, files
+
+
+STALE_TEMP_SECONDS = 24 * 3600  # where a temp file's writer cannot be checked (Windows), its age decides
+
+
+def writer_gone(pid: int, path: str | os.PathLike) -> bool:
+    """Whether the process ``pid`` that named the temp file ``path`` after itself has ended, so the file is
+    left over from a killed run and may be removed. Outside POSIX (where ``os.kill(pid, 0)`` would end the
+    process) the file's age decides: older than :data:`STALE_TEMP_SECONDS`. The file itself is never followed
+    through a link."""
+    if os.name != "posix":
+        import time
+
+        try:
+            return time.time() - os.stat(path, follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # a running process of another user
+    return False

@@ -29,10 +29,11 @@ import json
 import os
 import re
 import stat
-import time
 from pathlib import Path
 
 import numpy as np
+
+from ..folders import STALE_TEMP_SECONDS, writer_gone
 
 FORMAT = "clip_suite.image_index"
 VERSION = "1"  # bump when the preprocessing or the file layout changes: old indexes are rebuilt
@@ -40,7 +41,6 @@ MAX_HEADER_BYTES = 256 * 2**20  # about 2 million entries of 100-character paths
 MAX_ENTRIES = 2_000_000  # images one index file keeps
 MAX_WIDTH = 16384  # embedding size (bigG: 1280)
 MAX_PATH_CHARS = 32768
-STALE_TEMP_SECONDS = 24 * 3600  # where a temp file's writer cannot be checked (Windows), its age decides
 _PREFIX = b'{"__metadata__":{"format":"' + FORMAT.encode() + b'"'  # how this writer starts every header
 _MARKER = b'"format":"' + FORMAT.encode() + b'"'  # where an older writer put the keys in another order
 _SAFETENSORS_START = b'{"__metadata__":{'
@@ -193,7 +193,7 @@ def remove_stale_temps(path: str | os.PathLike) -> None:
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         with contextlib.suppress(OSError):  # removed by another run meanwhile, or not ours: harmless
-            if entry.is_file(follow_symlinks=False) and _writer_gone(int(pid), Path(entry.path)):
+            if entry.is_file(follow_symlinks=False) and writer_gone(int(pid), entry.path):
                 os.unlink(entry.path)
 
 
@@ -346,18 +346,3 @@ def _fsync_dir(folder: Path) -> None:
         pass  # some file systems refuse fsync on a directory; the rename itself is still atomic
     finally:
         os.close(fd)
-
-
-def _writer_gone(pid: int, tmp: Path) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows: go by age
-        try:
-            return time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # a running process of another user
-    return False
